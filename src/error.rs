@@ -1,0 +1,77 @@
+//! Exit codes and the `Halt` value: how any layer says "stop the process with this code".
+//!
+//! Each layer owns its own typed error (`ConfigError`, `StorageError`, `AuthError`, …);
+//! when one of them must end the process it becomes a [`Halt`], and `main` prints the
+//! reason once and exits with the code. Codes follow Gunicorn where it has one
+//! (`WORKER_BOOT_ERROR = 3`, `APP_LOAD_ERROR = 4`).
+
+use std::fmt;
+
+/// Process exit codes of `corral serve`, `corral check` and `corral config`.
+///
+/// `corral migrate` has its own table ([`crate::storage::migrate::MigrateExit`]).
+pub mod exit {
+    /// Clean exit: graceful shutdown finished, or the command succeeded.
+    pub const OK: u8 = 0;
+    /// Runtime failure: a socket could not be bound, a pidfile is held by a live process,
+    /// an OS call failed.
+    pub const FAILURE: u8 = 1;
+    /// Bad usage or configuration: unknown flag or key, bad value, invalid TOML.
+    pub const USAGE: u8 = 2;
+    /// The first generation of workers could not boot (Gunicorn's `WORKER_BOOT_ERROR`).
+    pub const WORKER_BOOT: u8 = 3;
+    /// Migrations failed, drifted or timed out on the lock (Gunicorn's `APP_LOAD_ERROR`).
+    pub const APP_LOAD: u8 = 4;
+}
+
+/// A decision to end the process: a one-line reason and an exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    pub reason: String,
+    pub code: u8,
+}
+
+impl Halt {
+    pub fn new(code: u8, reason: impl Into<String>) -> Halt {
+        Halt {
+            reason: reason.into(),
+            code,
+        }
+    }
+
+    pub fn ok() -> Halt {
+        Halt::new(exit::OK, "")
+    }
+
+    pub fn failure(reason: impl Into<String>) -> Halt {
+        Halt::new(exit::FAILURE, reason)
+    }
+
+    pub fn usage(reason: impl Into<String>) -> Halt {
+        Halt::new(exit::USAGE, reason)
+    }
+}
+
+impl fmt::Display for Halt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Halt {}
+
+/// Formats an error with its whole `source()` chain on one line: `a: b: c`.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        // Some errors repeat their source in their own message; don't print it twice.
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,301 @@
+//! One connection: hyper's HTTP/1.1 state machine, the service wrapper that applies the
+//! limits and bookkeeping to each request, and a supervisor enforcing the keep-alive and
+//! header timeouts.
+//!
+//! hyper's own `header_read_timeout` also counts keep-alive idle time and closes the
+//! connection without a response, so both timeouts are enforced here instead: the socket
+//! records when a request head starts arriving (`SharedStream::phase`), and a timer checks
+//! it. A slow head gets a real `408` written on the shared socket.
+
+use super::access_log::Entry;
+use super::{
+    json_error, AppService, BoxError, PeerAddr, ResponseBody, Settings, Shared, REQUEST_ID,
+};
+use crate::sys::io::{Phase, SharedStream};
+use bytes::Bytes;
+use http_body_util::{Either, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, REFERER, USER_AGENT};
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode, Version};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(super) fn builder(s: &Settings) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    // hyper's own limits sit above ours, so that requests a little over a limit get our
+    // JSON answer (with a request id); only grossly oversized heads meet hyper's bare 431.
+    let head =
+        s.limit_request_line + s.limit_request_fields * s.limit_request_field_size.max(1024) + 4096;
+    b.keep_alive(true)
+        .header_read_timeout(None)
+        .max_headers(s.limit_request_fields + 64)
+        .max_buf_size(head.clamp(8192, 1024 * 1024));
+    b
+}
+
+/// Serves one connection until it closes.
+pub(super) async fn run<S: AppService>(
+    io: SharedStream,
+    peer: Option<SocketAddr>,
+    inner: S,
+    shared: Arc<Shared>,
+    builder: Arc<http1::Builder>,
+) {
+    let svc = Wrap {
+        inner,
+        io: io.clone(),
+        shared: shared.clone(),
+        peer,
+    };
+    let conn = builder.serve_connection(io.clone(), svc);
+    tokio::pin!(conn);
+    let (keep_alive, header_timeout) = (shared.settings.keep_alive, shared.settings.header_timeout);
+    loop {
+        let now_ms = crate::sys::monotonic_ms();
+        let wait = match io.phase() {
+            Phase::Idle(since) => ms_left(since, keep_alive, now_ms),
+            Phase::Head(since) => ms_left(since, header_timeout, now_ms),
+            Phase::Busy => keep_alive,
+        };
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    super::log_debug_conn_error(&e);
+                }
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {
+                let now_ms = crate::sys::monotonic_ms();
+                match io.phase() {
+                    Phase::Idle(since) if ms_left(since, keep_alive, now_ms).is_zero() => {
+                        // Idle past keep-alive: hyper closes an idle connection at once.
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Phase::Head(since) if ms_left(since, header_timeout, now_ms).is_zero() => {
+                        request_timeout(&io, peer, &shared);
+                        return; // dropping `conn` closes the socket
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn ms_left(since_ms: u64, limit: Duration, now_ms: u64) -> Duration {
+    Duration::from_millis((since_ms + limit.as_millis() as u64).saturating_sub(now_ms))
+}
+
+/// Answers a client that did not finish its request head in time.
+fn request_timeout(io: &SharedStream, peer: Option<SocketAddr>, shared: &Shared) {
+    let id = super::request_id(None);
+    let body = r#"{"detail":"Request timeout: the request head did not arrive in time."}"#;
+    let head = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {}\r\n\r\n",
+        body.len(),
+        id.to_str().unwrap_or("-")
+    );
+    io.write_now_and_close(format!("{head}{body}").as_bytes());
+    if let Some(log) = &shared.access_log {
+        log.log(&Entry {
+            peer,
+            method: "-",
+            target: "-",
+            version: "-",
+            status: 408,
+            bytes: Some(body.len() as u64),
+            referer: None,
+            user_agent: None,
+            request_id: id.to_str().unwrap_or("-"),
+            duration: shared.settings.header_timeout,
+        });
+    }
+}
+
+/// The per-connection service around the application.
+struct Wrap<S> {
+    inner: S,
+    io: SharedStream,
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
+    type Response = Response<ResponseBody<S::Body>>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        self.io.mark_busy();
+        let started = Instant::now();
+        let id = super::request_id(req.headers().get(REQUEST_ID));
+        let shared = self.shared.clone();
+        let io = self.io.clone();
+        let peer = self.peer;
+        let log = Logged::of(&req, shared.access_log.is_some());
+        let slot = shared.take_slot();
+        if let Some(i) = slot {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            shared
+                .board
+                .slot_begin(i, req.method().as_str(), path, id.to_str().unwrap_or(""));
+        }
+        let rejected = check_limits(&req, &shared.settings);
+        let fut = match rejected {
+            Some(resp) => Either::Left(std::future::ready(resp)),
+            None => {
+                req.headers_mut().insert(REQUEST_ID, id.clone());
+                req.extensions_mut().insert(PeerAddr(peer));
+                let limit = shared.settings.limit_request_body.min(usize::MAX as u64) as usize;
+                let req = req.map(|b| Limited::new(b, limit));
+                Either::Right(self.inner.call(req))
+            }
+        };
+        Box::pin(async move {
+            let mut resp: Response<ResponseBody<S::Body>> = match fut {
+                Either::Left(r) => r.await.map(Either::Left),
+                Either::Right(f) => match f.await {
+                    Ok(r) => r.map(Either::Right),
+                    Err(e) => {
+                        let e: BoxError = e.into();
+                        tracing::error!(
+                            request_id = id.to_str().unwrap_or(""),
+                            "application error: {e}"
+                        );
+                        json_error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "A server error occurred.",
+                        )
+                        .map(Either::Left)
+                    }
+                },
+            };
+            let headers = resp.headers_mut();
+            headers.insert(REQUEST_ID, id.clone());
+            if shared.draining() {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let (Some(log), Some(access)) = (log, &shared.access_log) {
+                access.log(&Entry {
+                    peer,
+                    method: &log.method,
+                    target: &log.target,
+                    version: log.version,
+                    status: resp.status().as_u16(),
+                    bytes: resp.body().size_hint().exact(),
+                    referer: log.referer.as_deref(),
+                    user_agent: log.user_agent.as_deref(),
+                    request_id: id.to_str().unwrap_or("-"),
+                    duration: started.elapsed(),
+                });
+            }
+            if let Some(i) = slot {
+                shared.free_slot(i);
+            }
+            io.mark_idle();
+            shared.request_done();
+            Ok(resp)
+        })
+    }
+}
+
+/// What the access log needs from the request, copied before the request moves on.
+struct Logged {
+    method: String,
+    target: String,
+    version: &'static str,
+    referer: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl Logged {
+    fn of(req: &Request<Incoming>, enabled: bool) -> Option<Logged> {
+        if !enabled {
+            return None;
+        }
+        let header = |n| {
+            req.headers()
+                .get(n)
+                .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        Some(Logged {
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
+            version: match req.version() {
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_11 => "HTTP/1.1",
+                _ => "HTTP",
+            },
+            referer: header(REFERER),
+            user_agent: header(USER_AGENT),
+        })
+    }
+}
+
+/// Gunicorn's limits on the request line and headers, and the body cap when the length
+/// is declared up front.
+fn check_limits(req: &Request<Incoming>, s: &Settings) -> Option<Response<Full<Bytes>>> {
+    if s.limit_request_line > 0 {
+        // METHOD SP request-target SP HTTP/1.1
+        let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+            + req
+                .uri()
+                .authority()
+                .map_or(0, |a| a.as_str().len() + "http://".len());
+        let line = req.method().as_str().len() + 1 + target + 1 + 8;
+        if line > s.limit_request_line {
+            let msg = format!(
+                "Request line is too large ({line} > {})",
+                s.limit_request_line
+            );
+            return Some(json_error(StatusCode::URI_TOO_LONG, &msg));
+        }
+    }
+    if req.headers().len() > s.limit_request_fields {
+        let msg = format!(
+            "Too many header fields ({} > {})",
+            req.headers().len(),
+            s.limit_request_fields
+        );
+        return Some(json_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &msg,
+        ));
+    }
+    if s.limit_request_field_size > 0 {
+        for (name, value) in req.headers() {
+            let size = name.as_str().len() + 2 + value.len();
+            if size > s.limit_request_field_size {
+                let msg = format!(
+                    "Header field {name} is too large ({size} > {})",
+                    s.limit_request_field_size
+                );
+                return Some(json_error(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    &msg,
+                ));
+            }
+        }
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.limit_request_body) {
+        let msg = format!(
+            "Request body is too large (limit {} bytes)",
+            s.limit_request_body
+        );
+        return Some(json_error(StatusCode::PAYLOAD_TOO_LARGE, &msg));
+    }
+    None
+}

@@ -1,0 +1,410 @@
+//! A worker's HTTP/1.1 server: accept loops on the inherited sockets, hyper per
+//! connection, and the hygiene every response gets whatever the application.
+//!
+//! This module knows nothing of JWT or databases. It serves any hyper service taking a
+//! [`RequestBody`] and adds, around it:
+//! - Gunicorn's request limits (request line, header count, header field size) and a body
+//!   cap, answered with JSON 414/431/413 bodies instead of reaching the application;
+//! - a header-read timeout (408) against slow clients and a keep-alive idle timeout;
+//! - an `X-Request-ID` on every response (the client's when it is well-formed, as Heroku's
+//!   router sends it, else a new UUID);
+//! - the access log, and the scoreboard entries the master reads when a worker hangs;
+//! - graceful draining: on TERM the listeners close, every later response carries
+//!   `Connection: close`, and the worker exits once its connections are gone.
+
+pub mod access_log;
+mod conn;
+
+use crate::sys::io::{SharedStream, Stream};
+use crate::sys::scoreboard::{Scoreboard, State, SLOTS};
+use bytes::Bytes;
+use http_body_util::{Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, error, info};
+
+/// Request bodies as applications see them: capped at `--limit-request-body`. Reading
+/// past the cap yields a [`http_body_util::LengthLimitError`], which apps answer with 413.
+pub type RequestBody = Limited<Incoming>;
+/// Errors applications may return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Response bodies: ours (errors) or the application's.
+pub type ResponseBody<B> = Either<Full<Bytes>, B>;
+
+/// What a worker can serve: any hyper service over [`RequestBody`] whose futures and
+/// bodies can move between tasks. Implemented for every such service; never implement it
+/// by hand.
+pub trait AppService: Clone + Send + Sync + 'static {
+    type Body: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+    type Error: Into<BoxError>;
+    fn call(
+        &self,
+        req: Request<RequestBody>,
+    ) -> impl std::future::Future<Output = Result<Response<Self::Body>, Self::Error>> + Send + 'static;
+}
+
+/// Names the body type of a service's `Response<B>` (lets [`AppService`] be implemented
+/// for every service without an unconstrained type parameter).
+pub trait HttpResponse {
+    type Body;
+    fn into_response(self) -> Response<Self::Body>;
+}
+
+impl<B> HttpResponse for Response<B> {
+    type Body = B;
+    fn into_response(self) -> Response<B> {
+        self
+    }
+}
+
+impl<S> AppService for S
+where
+    S: hyper::service::Service<Request<RequestBody>> + Clone + Send + Sync + 'static,
+    S::Response: HttpResponse,
+    <S::Response as HttpResponse>::Body:
+        hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Body = <S::Response as HttpResponse>::Body;
+    type Error = S::Error;
+    fn call(
+        &self,
+        req: Request<RequestBody>,
+    ) -> impl std::future::Future<Output = Result<Response<Self::Body>, Self::Error>> + Send + 'static
+    {
+        let fut = hyper::service::Service::call(self, req);
+        async move { fut.await.map(HttpResponse::into_response) }
+    }
+}
+
+/// The client's address, in request extensions (`None` on unix sockets).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub Option<std::net::SocketAddr>);
+
+/// The header carrying the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What the worker was told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Run,
+    /// Graceful: stop accepting, finish in-flight requests, close keep-alives.
+    Drain,
+    /// Immediate.
+    Quit,
+}
+
+/// HTTP settings of one worker, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keep_alive: Duration,
+    pub header_timeout: Duration,
+    pub limit_request_line: usize,
+    pub limit_request_fields: usize,
+    pub limit_request_field_size: usize,
+    pub limit_request_body: u64,
+    /// Requests after which the worker asks to be replaced; 0 = never.
+    pub max_requests: u64,
+    pub worker_connections: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> Settings {
+        let jitter = if c.max_requests_jitter > 0 {
+            uuid::Uuid::new_v4().as_u128() as u64 % (c.max_requests_jitter + 1)
+        } else {
+            0
+        };
+        Settings {
+            keep_alive: Duration::from_secs(c.keep_alive.max(1)),
+            header_timeout: Duration::from_secs(c.header_timeout.max(1)),
+            limit_request_line: c.limit_request_line as usize,
+            limit_request_fields: c.limit_request_fields as usize,
+            limit_request_field_size: c.limit_request_field_size as usize,
+            limit_request_body: c.limit_request_body,
+            max_requests: if c.max_requests == 0 {
+                0
+            } else {
+                c.max_requests + jitter
+            },
+            worker_connections: c.worker_connections as usize,
+        }
+    }
+}
+
+/// State shared by every connection of a worker.
+pub struct Shared {
+    pub settings: Settings,
+    pub board: Arc<Scoreboard>,
+    pub access_log: Option<access_log::AccessLog>,
+    wake: Option<OwnedFd>,
+    draining: AtomicBool,
+    free_slots: AtomicU32,
+    connections: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Shared {
+    pub fn new(
+        settings: Settings,
+        board: Arc<Scoreboard>,
+        access_log: Option<access_log::AccessLog>,
+        wake: Option<OwnedFd>,
+    ) -> Shared {
+        Shared {
+            settings,
+            board,
+            access_log,
+            wake,
+            draining: AtomicBool::new(false),
+            free_slots: AtomicU32::new((1u32 << SLOTS) - 1),
+            connections: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+        }
+    }
+
+    /// Wakes the master so it looks at this worker's scoreboard now.
+    pub fn wake_master(&self) {
+        if let Some(fd) = &self.wake {
+            let _ = nix::unistd::write(fd, b"!");
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    /// Counts a finished request; at `--max-requests`, asks the master for a replacement.
+    fn request_done(&self) {
+        let n = self.board.add_request();
+        if self.settings.max_requests > 0 && n == self.settings.max_requests {
+            info!(
+                requests = n,
+                "Reached max requests ({n}); asking to be replaced"
+            );
+            self.board.set_state(State::WantsRetire);
+            self.wake_master();
+        }
+    }
+
+    fn take_slot(&self) -> Option<usize> {
+        let mut cur = self.free_slots.load(Relaxed);
+        loop {
+            if cur == 0 {
+                return None;
+            }
+            let i = cur.trailing_zeros();
+            match self
+                .free_slots
+                .compare_exchange_weak(cur, cur & !(1 << i), Relaxed, Relaxed)
+            {
+                Ok(_) => return Some(i as usize),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn free_slot(&self, i: usize) {
+        self.board.slot_end(i);
+        self.free_slots.fetch_or(1 << i, Relaxed);
+    }
+
+    fn connection_opened(&self) {
+        let n = self.connections.fetch_add(1, Relaxed) + 1;
+        self.board.set_connections(n as u64);
+    }
+
+    fn connection_closed(&self) {
+        let n = self.connections.fetch_sub(1, Relaxed) - 1;
+        self.board.set_connections(n as u64);
+        if n == 0 {
+            self.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// A listening socket handed to the worker.
+pub enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listening {
+    /// Wraps an inherited descriptor (must be called inside the runtime).
+    pub fn from_fd(fd: OwnedFd, unix: bool) -> std::io::Result<Listening> {
+        if unix {
+            let l = std::os::unix::net::UnixListener::from(fd);
+            l.set_nonblocking(true)?;
+            Ok(Listening::Unix(tokio::net::UnixListener::from_std(l)?))
+        } else {
+            let l = std::net::TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            Ok(Listening::Tcp(tokio::net::TcpListener::from_std(l)?))
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Stream, Option<std::net::SocketAddr>)> {
+        match self {
+            Listening::Tcp(l) => {
+                let (s, a) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Some(a)))
+            }
+            Listening::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), None)),
+        }
+    }
+}
+
+/// Serves `service` on `listeners` until `stop` says otherwise, then drains.
+pub async fn serve<S: AppService>(
+    listeners: Vec<Listening>,
+    service: S,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let builder = Arc::new(conn::builder(&shared.settings));
+    let permits = Arc::new(Semaphore::new(shared.settings.worker_connections));
+    let mut accepting = tokio::task::JoinSet::new();
+    for l in listeners {
+        let (service, shared, builder, permits, stop) = (
+            service.clone(),
+            shared.clone(),
+            builder.clone(),
+            permits.clone(),
+            stop.clone(),
+        );
+        accepting.spawn(accept_loop(l, service, shared, builder, permits, stop));
+    }
+    let how = wait_stop(&mut stop).await;
+    // The accept loops end on their own copy of `stop`; their listeners close with them.
+    while accepting.join_next().await.is_some() {}
+    if how == Stop::Quit {
+        return;
+    }
+    shared.draining.store(true, Relaxed);
+    shared.board.set_state(State::Draining);
+    debug!(
+        connections = shared.connections.load(Relaxed),
+        "Worker draining (pid: {})",
+        std::process::id()
+    );
+    loop {
+        let closed = shared.all_closed.notified();
+        if shared.connections.load(Relaxed) == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = closed => {}
+            s = stop.changed() => if s.is_err() || *stop.borrow() == Stop::Quit { break },
+        }
+    }
+}
+
+async fn wait_stop(stop: &mut watch::Receiver<Stop>) -> Stop {
+    loop {
+        let now = *stop.borrow_and_update();
+        if now != Stop::Run {
+            return now;
+        }
+        if stop.changed().await.is_err() {
+            return Stop::Quit;
+        }
+    }
+}
+
+async fn accept_loop<S: AppService>(
+    listener: Listening,
+    service: S,
+    shared: Arc<Shared>,
+    builder: Arc<hyper::server::conn::http1::Builder>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    loop {
+        // At the connection limit, stop accepting: the kernel queues new connections for
+        // the other workers.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = wait_stop(&mut stop) => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = wait_stop(&mut stop) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                shared.connection_opened();
+                let io = SharedStream::new(stream);
+                let (service, shared, builder) = (service.clone(), shared.clone(), builder.clone());
+                tokio::spawn(async move {
+                    conn::run(io, peer, service, shared.clone(), builder).await;
+                    drop(permit);
+                    shared.connection_closed();
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the connection stays
+                // in the backlog for another worker or a later attempt.
+                error!("accept failed: {e}");
+                drop(permit);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A well-formed incoming `X-Request-ID` (Heroku's rule: 20–200 characters of letters,
+/// digits, `+`, `=`, `/`, `-`) is kept; anything else is replaced by a fresh UUID.
+pub fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = incoming {
+        let b = v.as_bytes();
+        if (20..=200).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"+=/-".contains(c))
+        {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).expect("a UUID is a valid header value")
+}
+
+/// A JSON error response with DRF's `{"detail": …}` shape.
+pub fn json_error(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "detail": detail }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub(crate) fn log_debug_conn_error(e: &hyper::Error) {
+    debug!("connection error: {e}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        let good = HeaderValue::from_static("0123456789abcdef-0123/+=");
+        assert_eq!(request_id(Some(&good)), good);
+        let short = HeaderValue::from_static("abc");
+        assert_ne!(request_id(Some(&short)), short);
+        let evil = HeaderValue::from_static("aaaaaaaaaaaaaaaaaaaaaaa bad");
+        assert_ne!(request_id(Some(&evil)), evil);
+        assert_eq!(request_id(None).len(), 36);
+    }
+}

@@ -1,0 +1,2 @@
+//! Storage.
+pub mod cli;

@@ -1,0 +1,332 @@
+//! A worker's scoreboard: one page of shared memory (a `memfd`) that the worker writes and
+//! its master reads, after Apache's scoreboard.
+//!
+//! It carries the heartbeat (a `CLOCK_MONOTONIC` timestamp), the worker's state (booting,
+//! ready, retiring), its request count, a boot-failure message, and the requests in
+//! flight (method, path, request id, start time). The master reads it to detect hung
+//! workers and to say what a hung worker was doing when it kills it: a worker that is
+//! stopped or spinning cannot tell anyone, but its scoreboard still can.
+//!
+//! Every field is an atomic, so concurrent access from two processes is well defined.
+//! Only the worker's event-loop thread writes, so each in-flight slot uses a sequence
+//! counter (a seqlock) to let the master detect and skip a half-written slot.
+
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+/// Requests in flight that a scoreboard can describe at once.
+pub const SLOTS: usize = 8;
+const TEXT_WORDS: usize = 32; // 256 bytes per slot: "METHOD PATH\nREQUEST-ID"
+const MESSAGE_WORDS: usize = 64; // 512 bytes of boot-failure message
+const MAGIC: u64 = 0x636f_7272_616c_5342; // "corralSB"
+
+/// What a worker is doing, as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Booting = 0,
+    Ready = 1,
+    /// It wants to be replaced (`--max-requests` reached) and keeps serving meanwhile.
+    WantsRetire = 2,
+    /// It is draining: no longer accepting.
+    Draining = 3,
+}
+
+#[repr(C)]
+struct Slot {
+    seq: AtomicU32,
+    len: AtomicU32,
+    started_ms: AtomicU64,
+    text: [AtomicU64; TEXT_WORDS],
+}
+
+#[repr(C)]
+struct Board {
+    magic: AtomicU64,
+    heartbeat_ms: AtomicU64,
+    state: AtomicU32,
+    message_len: AtomicU32,
+    requests: AtomicU64,
+    connections: AtomicU64,
+    message: [AtomicU64; MESSAGE_WORDS],
+    slots: [Slot; SLOTS],
+}
+
+const SIZE: usize = std::mem::size_of::<Board>();
+const _: () = assert!(SIZE <= 4096, "a scoreboard fits in one page");
+
+/// A mapping of one worker's scoreboard, in the master or in the worker itself.
+pub struct Scoreboard {
+    fd: OwnedFd,
+    ptr: NonNull<Board>,
+}
+
+// SAFETY: the mapping is shared memory made only of atomics, so references to it may move
+// between and be used from several threads; the pointer stays valid until `Drop`.
+unsafe impl Send for Scoreboard {}
+// SAFETY: as above: every access goes through atomic operations.
+unsafe impl Sync for Scoreboard {}
+
+impl Scoreboard {
+    /// Creates a fresh, zeroed scoreboard (master side, before spawning the worker).
+    pub fn create() -> std::io::Result<Scoreboard> {
+        let fd = memfd_create(c"corral-scoreboard", MFdFlags::MFD_CLOEXEC)?;
+        nix::unistd::ftruncate(&fd, 4096)?;
+        let sb = Scoreboard::map(fd)?;
+        sb.board().magic.store(MAGIC, Release);
+        sb.board()
+            .heartbeat_ms
+            .store(super::monotonic_ms(), Release);
+        Ok(sb)
+    }
+
+    /// Maps the scoreboard whose descriptor this worker inherited.
+    pub fn open(fd: RawFd) -> std::io::Result<Scoreboard> {
+        let sb = Scoreboard::map(super::adopt_fd(fd)?)?;
+        if sb.board().magic.load(Acquire) != MAGIC {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a corral scoreboard",
+            ));
+        }
+        Ok(sb)
+    }
+
+    fn map(fd: OwnedFd) -> std::io::Result<Scoreboard> {
+        let len = NonZeroUsize::new(4096).expect("non-zero");
+        // SAFETY: a fresh shared mapping of a 4096-byte memfd; no other mapping aliases
+        // this address range in this process, and the memory is only accessed through the
+        // atomics of `Board`, which is smaller than a page and needs at most 8-byte
+        // alignment (mmap returns page-aligned addresses).
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd.as_fd(),
+                0,
+            )?
+        };
+        Ok(Scoreboard {
+            fd,
+            ptr: ptr.cast(),
+        })
+    }
+
+    fn board(&self) -> &Board {
+        // SAFETY: `ptr` points to a live, page-aligned mapping at least `SIZE` bytes long
+        // for as long as `self` exists; all-zero bytes are a valid `Board` (atomics), and
+        // the memfd was zero-filled by ftruncate.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// The descriptor to hand to the worker.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    // ---- written by the worker ----
+
+    pub fn beat(&self) {
+        self.board()
+            .heartbeat_ms
+            .store(super::monotonic_ms(), Release);
+    }
+
+    pub fn set_state(&self, s: State) {
+        self.board().state.store(s as u32, Release);
+    }
+
+    pub fn add_request(&self) -> u64 {
+        self.board().requests.fetch_add(1, Relaxed) + 1
+    }
+
+    pub fn set_connections(&self, n: u64) {
+        self.board().connections.store(n, Relaxed);
+    }
+
+    /// Records why the worker could not boot, for the master's one-line reason.
+    pub fn set_message(&self, msg: &str) {
+        let b = self.board();
+        let len = write_words(&b.message, msg.as_bytes());
+        b.message_len.store(len as u32, Release);
+    }
+
+    /// Describes a request in slot `i` (`0..SLOTS`).
+    pub fn slot_begin(&self, i: usize, method: &str, path: &str, request_id: &str) {
+        let s = &self.board().slots[i];
+        let seq = s.seq.load(Relaxed);
+        s.seq.store(seq.wrapping_add(1) | 1, Release); // odd: being written
+        std::sync::atomic::fence(Release);
+        s.started_ms.store(super::monotonic_ms(), Relaxed);
+        let mut buf = [0u8; TEXT_WORDS * 8];
+        let text = fill(
+            &mut buf,
+            &[
+                method.as_bytes(),
+                b" ",
+                path.as_bytes(),
+                b"\n",
+                request_id.as_bytes(),
+            ],
+        );
+        let len = write_words(&s.text, text);
+        s.len.store(len as u32, Relaxed);
+        s.seq.store((seq | 1).wrapping_add(1), Release); // even: stable, in use
+    }
+
+    pub fn slot_end(&self, i: usize) {
+        let s = &self.board().slots[i];
+        s.len.store(0, Release);
+        s.started_ms.store(0, Release);
+    }
+
+    // ---- read by the master ----
+
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.board().heartbeat_ms.load(Acquire)
+    }
+
+    pub fn state(&self) -> State {
+        match self.board().state.load(Acquire) {
+            1 => State::Ready,
+            2 => State::WantsRetire,
+            3 => State::Draining,
+            _ => State::Booting,
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.board().requests.load(Relaxed)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.board().connections.load(Relaxed)
+    }
+
+    pub fn message(&self) -> Option<String> {
+        let b = self.board();
+        let len = b.message_len.load(Acquire) as usize;
+        (len > 0).then(|| String::from_utf8_lossy(&read_words(&b.message, len)).into_owned())
+    }
+
+    /// Requests in flight: `(method and path, request id, started_ms)`, oldest first.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        let mut out = vec![];
+        for s in &self.board().slots {
+            for _attempt in 0..3 {
+                let before = s.seq.load(Acquire);
+                if before & 1 == 1 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let started = s.started_ms.load(Acquire);
+                let len = s.len.load(Acquire) as usize;
+                let bytes = read_words(&s.text, len);
+                std::sync::atomic::fence(Acquire);
+                if s.seq.load(Relaxed) != before {
+                    continue;
+                }
+                if len > 0 && started > 0 {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    let (line, id) = text.split_once('\n').unwrap_or((&text, ""));
+                    let (method, path) = line.split_once(' ').unwrap_or((line, ""));
+                    out.push(InFlight {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        request_id: id.to_string(),
+                        started_ms: started,
+                    });
+                }
+                break;
+            }
+        }
+        out.sort_by_key(|r| r.started_ms);
+        out
+    }
+}
+
+impl Drop for Scoreboard {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `mmap` with length 4096 in `map` and is unmapped once,
+        // here; no reference into the mapping outlives `self`.
+        unsafe {
+            let _ = munmap(self.ptr.cast(), 4096);
+        }
+    }
+}
+
+/// A request a worker was serving, as recorded in its scoreboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub method: String,
+    pub path: String,
+    pub request_id: String,
+    pub started_ms: u64,
+}
+
+fn fill<'a>(buf: &'a mut [u8], parts: &[&[u8]]) -> &'a [u8] {
+    let mut n = 0;
+    for p in parts {
+        let take = p.len().min(buf.len() - n);
+        buf[n..n + take].copy_from_slice(&p[..take]);
+        n += take;
+    }
+    &buf[..n]
+}
+
+fn write_words(words: &[AtomicU64], bytes: &[u8]) -> usize {
+    let len = bytes.len().min(words.len() * 8);
+    for (i, chunk) in bytes[..len].chunks(8).enumerate() {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        words[i].store(u64::from_le_bytes(w), Relaxed);
+    }
+    len
+}
+
+fn read_words(words: &[AtomicU64], len: usize) -> Vec<u8> {
+    let len = len.min(words.len() * 8);
+    let mut out = Vec::with_capacity(len);
+    for w in words.iter().take(len.div_ceil(8)) {
+        out.extend_from_slice(&w.load(Relaxed).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_state_message_and_slots() {
+        let sb = Scoreboard::create().unwrap();
+        assert_eq!(sb.state(), State::Booting);
+        sb.set_state(State::Ready);
+        assert_eq!(sb.state(), State::Ready);
+        sb.set_message("cannot open database: permission denied");
+        assert_eq!(
+            sb.message().unwrap(),
+            "cannot open database: permission denied"
+        );
+        sb.slot_begin(2, "POST", "/api/token/", "abc-123");
+        let f = sb.in_flight();
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (
+                f[0].method.as_str(),
+                f[0].path.as_str(),
+                f[0].request_id.as_str()
+            ),
+            ("POST", "/api/token/", "abc-123")
+        );
+        sb.slot_end(2);
+        assert!(sb.in_flight().is_empty());
+        assert_eq!(sb.add_request(), 1);
+    }
+}

@@ -1,0 +1,213 @@
+//! Configuration: precedence, validation messages and exit codes, `check`, `config`,
+//! Heroku's variables, bind forms, and the pidfile.
+
+use crate::support::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn check_accepts_good_and_names_the_bad_key() {
+    let dir = TempDir::new("check");
+    std::fs::write(
+        dir.join("corral.toml"),
+        "workers = 3\n[database]\nmigrate = \"off\"\n",
+    )
+    .unwrap();
+    let ok = run(dir.path(), &["check"], &[]);
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+    assert!(ok.stdout.contains("Configuration OK (corral.toml)"));
+
+    std::fs::write(dir.join("corral.toml"), "wrkers = 3\n").unwrap();
+    let bad = run(dir.path(), &["check"], &[]);
+    assert_eq!(bad.code, Some(2));
+    assert_eq!(bad.stderr.trim().lines().count(), 1, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("unknown key `wrkers`"),
+        "{}",
+        bad.stderr
+    );
+
+    std::fs::remove_file(dir.join("corral.toml")).unwrap();
+    let env = run(dir.path(), &["check"], &[("WEB_CONCURRENCY", "zero")]);
+    assert_eq!(env.code, Some(2));
+    assert!(
+        env.stderr.contains("`workers` (env WEB_CONCURRENCY)"),
+        "{}",
+        env.stderr
+    );
+
+    let flag = run(dir.path(), &["check", "--timeout=-5"], &[]);
+    assert_eq!(flag.code, Some(2));
+    assert!(
+        flag.stderr.contains("`timeout` (flag --timeout)"),
+        "{}",
+        flag.stderr
+    );
+
+    let unknown = run(dir.path(), &["serve", "--wrokers", "2"], &[]);
+    assert_eq!(unknown.code, Some(2));
+    assert_eq!(
+        unknown.stderr.trim().lines().count(),
+        1,
+        "{}",
+        unknown.stderr
+    );
+    assert!(unknown.stderr.contains("--wrokers"));
+}
+
+#[test]
+fn config_prints_effective_values_and_their_origins() {
+    let dir = TempDir::new("cfgprint");
+    std::fs::write(dir.join("corral.toml"), "timeout = 12\nworkers = 2\n").unwrap();
+    let out = run(
+        dir.path(),
+        &["config", "--keep-alive", "9"],
+        &[
+            ("WEB_CONCURRENCY", "5"),
+            ("SECRET_KEY", "supersecretsupersecretsupersecret123"),
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let has = |s: &str| {
+        assert!(
+            out.stdout.lines().any(|l| l.contains(s)),
+            "missing {s:?} in:\n{}",
+            out.stdout
+        )
+    };
+    has("workers = 5");
+    has("# env WEB_CONCURRENCY");
+    has("timeout = 12");
+    has("keep_alive = 9");
+    has("# flag --keep-alive");
+    has("graceful_timeout = 25");
+    assert!(
+        !out.stdout.contains("supersecret") && !out.stdout.contains("hunter2"),
+        "{}",
+        out.stdout
+    );
+    // The output is TOML that corral itself accepts.
+    std::fs::write(dir.join("printed.toml"), &out.stdout).unwrap();
+    let again = run(dir.path(), &["check", "-c", "printed.toml"], &[]);
+    assert_eq!(again.code, Some(0), "{again:?}");
+}
+
+/// PORT (Heroku) sets the default bind to 0.0.0.0:$PORT; WEB_CONCURRENCY the workers.
+#[test]
+fn heroku_port_and_web_concurrency() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = Corral::builder()
+        .args(["--migrate", "off"])
+        .env("PORT", port.to_string())
+        .env("WEB_CONCURRENCY", "3")
+        .start();
+    assert_eq!(c.addr, format!("0.0.0.0:{port}"));
+    c.wait_workers(3, &[], T);
+    assert_eq!(
+        http(&format!("127.0.0.1:{port}"), "GET", "/healthz", &[], b"").status,
+        200
+    );
+}
+
+/// Several binds at once: IPv6 loopback and a unix socket, both served.
+#[test]
+fn binds_ipv6_and_unix_sockets() {
+    let dir = TempDir::new("binds");
+    let sock = dir.join("app.sock");
+    let c = Corral::builder()
+        .dir(dir.path())
+        .args([
+            "--migrate",
+            "off",
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "-b",
+            &format!("unix:{}", sock.display()),
+        ])
+        .args(if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            vec!["-b", "[::1]:0"]
+        } else {
+            vec![]
+        })
+        .start();
+    let lines: Vec<String> = c
+        .stderr
+        .all()
+        .into_iter()
+        .filter(|l| l.contains("Listening at: "))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("unix:{}", sock.display()))),
+        "{lines:?}"
+    );
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    if let Some(v6) = lines.iter().find(|l| l.contains("http://[::1]:")) {
+        let addr = v6
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        assert_eq!(http(addr, "GET", "/healthz", &[], b"").status, 200);
+    }
+    drop(c);
+    assert!(!sock.exists(), "the socket file is removed at exit");
+}
+
+/// The pidfile holds the master's pid and goes at exit; a stale one is replaced; a live
+/// one refuses to start.
+#[test]
+fn pidfile_lifecycle() {
+    let dir = TempDir::new("pid");
+    let pid = dir.join("corral.pid");
+    std::fs::write(&pid, "999999999\n").unwrap(); // stale
+    let mut c = Corral::plain(1)
+        .dir(dir.path())
+        .args(["--pid", pid.to_str().unwrap()])
+        .start();
+    assert_eq!(
+        std::fs::read_to_string(&pid).unwrap().trim(),
+        c.pid.to_string()
+    );
+
+    let second = run(
+        dir.path(),
+        &[
+            "serve",
+            "-b",
+            "127.0.0.1:0",
+            "--migrate",
+            "off",
+            "--pid",
+            pid.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(second.code, Some(1));
+    assert!(
+        second.stderr.contains("is still running"),
+        "{}",
+        second.stderr
+    );
+
+    c.signal("TERM");
+    assert_eq!(c.wait_exit(T).and_then(|s| s.code()), Some(0));
+    assert!(!pid.exists());
+}

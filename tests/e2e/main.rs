@@ -1,0 +1,8 @@
+//! End-to-end tests: every test starts the real `corral` binary, on port 0, and drives it
+//! with real HTTP clients, real signals and a real database.
+
+mod support;
+
+mod config; // flags, env, file, `check`, `config`, binds, pidfile
+mod http; // limits, timeouts, request ids, access log
+mod master; // supervision, signals, reloads, recycling, shutdown, boot failure
