@@ -32,7 +32,11 @@ fn config_args(set: FlagSet) -> Vec<Arg> {
         if !wanted {
             continue;
         }
-        let mut arg = Arg::new(key.path).long(flag).help(key.help);
+        // On `migrate` and `user` the flags may follow the sub-subcommand.
+        let mut arg = Arg::new(key.path)
+            .long(flag)
+            .help(key.help)
+            .global(set == FlagSet::Data);
         if let Some(s) = key.short {
             arg = arg.short(s);
         }

@@ -1,4 +1,446 @@
-//! `corral migrate …`.
-pub fn run(_m: &clap::ArgMatches) -> u8 {
-    0
+//! `corral migrate …`: status, plan, apply, revert, check, new, sql, resolve, lock status.
+//!
+//! Human output goes to stdout, one-line errors to stderr; `--json` puts one JSON document
+//! on stdout instead (errors included, as `{"error": {…}}`). Exit codes are fixed:
+//! 0 ok, 1 error, 2 pending, 3 drift or missing, 4 lock timeout, 5 failed.
+//!
+//! The master runs `corral migrate apply --boot` (or `check --boot`) with its
+//! configuration handed over as a descriptor; `--boot` reports through the log only.
+
+use super::migrate::{self, Entry, MigrateError, Session, State, Target};
+use super::DbUrl;
+use crate::config::Config;
+use crate::logging;
+use clap::ArgMatches;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::{error, info};
+
+/// Runs a `migrate` subcommand; returns the exit code.
+pub fn run(m: &ArgMatches) -> u8 {
+    let json = m.get_flag("json");
+    let boot = m.get_flag("boot");
+    let config = match m.get_one::<String>("config-fd") {
+        Some(fd) => crate::worker::read_handoff(fd.parse().unwrap_or(-1)),
+        None => crate::server::load(m, crate::master::Hooks::default())
+            .map(|(_, l)| l.config)
+            .map_err(|h| h.reason),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            return crate::error::exit::USAGE;
+        }
+    };
+    let role = if boot { "migrate" } else { "cli" };
+    // Interactive commands print their own report; the log only speaks up for problems.
+    let level = if boot {
+        config.log_level.clone()
+    } else {
+        "warning".to_string()
+    };
+    let settings = logging::Settings {
+        level,
+        format: logging::Format::parse(&config.log_format),
+        error_logfile: config.error_logfile.clone(),
+        role,
+    };
+    let _log = logging::init(&settings);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corral: cannot start a runtime: {e}");
+            return 1;
+        }
+    };
+    let (name, sub) = m.subcommand().expect("a subcommand is required");
+    let result = runtime.block_on(dispatch(name, sub, &config, boot));
+    match result {
+        Ok(out) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out.json).expect("serialisable")
+                );
+            } else if !boot && !out.text.is_empty() {
+                print!("{}", out.text);
+            }
+            out.code
+        }
+        Err(e) => {
+            if boot {
+                error!(kind = e.kind(), "{e}");
+            } else {
+                eprintln!("corral: {e}");
+            }
+            if json {
+                let err = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&err).expect("serialisable")
+                );
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// What a command produced.
+struct Out {
+    text: String,
+    json: Value,
+    code: u8,
+}
+
+impl Out {
+    fn ok(text: String, json: Value) -> Out {
+        Out {
+            text,
+            json,
+            code: 0,
+        }
+    }
+}
+
+fn target(c: &Config) -> Result<Target, MigrateError> {
+    Ok(Target {
+        url: DbUrl::parse(&c.database.url)?,
+        dir: c.database.migrations_dir.clone(),
+        lock_timeout: Duration::from_secs(c.database.lock_timeout),
+        connect_timeout: Duration::from_secs(c.database.connect_timeout),
+    })
+}
+
+fn version_arg(sub: &ArgMatches, name: &str) -> Result<Option<i64>, MigrateError> {
+    sub.get_one::<String>(name)
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                MigrateError::Other(format!("{v:?} is not a migration version (a number)"))
+            })
+        })
+        .transpose()
+}
+
+async fn dispatch(
+    name: &str,
+    sub: &ArgMatches,
+    c: &Config,
+    boot: bool,
+) -> Result<Out, MigrateError> {
+    let t = target(c)?;
+    match name {
+        "status" => status(&t).await,
+        "plan" => plan(&t, version_arg(sub, "to")?).await,
+        "apply" => apply(&t, version_arg(sub, "to")?, boot).await,
+        "revert" => revert(&t, version_arg(sub, "to")?).await,
+        "check" => check(&t, boot).await,
+        "resolve" => {
+            resolve(
+                &t,
+                version_arg(sub, "version")?.expect("required"),
+                sub.get_flag("applied"),
+            )
+            .await
+        }
+        "sql" => sql(
+            &t,
+            version_arg(sub, "version")?.expect("required"),
+            sub.get_flag("down"),
+        ),
+        "new" => new(
+            c,
+            sub.get_one::<String>("name").expect("required"),
+            sub.get_flag("no-transaction"),
+        ),
+        "lock" => lock_status(&t).await,
+        other => Err(MigrateError::Other(format!(
+            "unknown migrate command {other}"
+        ))),
+    }
+}
+
+fn entry_json(e: &Entry) -> Value {
+    let a = e.applied.as_ref();
+    json!({
+        "version": e.version,
+        "name": e.name,
+        "state": e.state.as_str(),
+        "no_transaction": e.no_transaction,
+        "applied_at": a.map(|a| &a.started_at),
+        "finished_at": a.and_then(|a| a.finished_at.as_ref()),
+        "duration_ms": a.and_then(|a| a.duration_ms),
+        "applied_by": a.map(|a| &a.applied_by),
+        "error": a.and_then(|a| a.error.as_ref()),
+    })
+}
+
+fn counts(entries: &[Entry]) -> Value {
+    let mut m = serde_json::Map::new();
+    for s in [
+        State::Applied,
+        State::Pending,
+        State::Drifted,
+        State::Missing,
+        State::Failed,
+        State::Running,
+    ] {
+        m.insert(
+            s.as_str().into(),
+            entries.iter().filter(|e| e.state == s).count().into(),
+        );
+    }
+    Value::Object(m)
+}
+
+async fn status(t: &Target) -> Result<Out, MigrateError> {
+    let (entries, _) = migrate::read_entries(t).await?;
+    let mut text = format!(
+        "Migrations of {} (history in {})\n",
+        t.url.redacted(),
+        migrate::TABLE
+    );
+    text.push_str(&format!(
+        "{:<8} {:<28} {:<8} {:<26} {:>9}  {}\n",
+        "VERSION", "NAME", "STATE", "APPLIED AT", "DURATION", "BY"
+    ));
+    for e in &entries {
+        let a = e.applied.as_ref();
+        text.push_str(&format!(
+            "{:<8} {:<28} {:<8} {:<26} {:>9}  {}\n",
+            format!("{:04}", e.version),
+            e.name,
+            e.state.as_str(),
+            a.map_or("-", |a| a.started_at.as_str()),
+            a.and_then(|a| a.duration_ms)
+                .map_or("-".into(), |d| format!("{d} ms")),
+            a.map_or("-", |a| a.applied_by.as_str()),
+        ));
+        if let Some(err) = a
+            .and_then(|a| a.error.as_ref())
+            .filter(|_| e.state != State::Applied)
+        {
+            text.push_str(&format!("         error: {err}\n"));
+        }
+    }
+    let json = json!({
+        "database": t.url.redacted(),
+        "table": migrate::TABLE,
+        "migrations": entries.iter().map(entry_json).collect::<Vec<_>>(),
+        "counts": counts(&entries),
+    });
+    Ok(Out::ok(text, json))
+}
+
+async fn plan(t: &Target, to: Option<i64>) -> Result<Out, MigrateError> {
+    let (entries, known) = migrate::read_entries(t).await?;
+    let todo: Vec<&migrate::Migration> = known
+        .iter()
+        .filter(|m| {
+            entries
+                .iter()
+                .any(|e| e.version == m.version && e.state == State::Pending)
+        })
+        .filter(|m| to.is_none_or(|v| m.version <= v))
+        .collect();
+    let blocked: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| !matches!(e.state, State::Applied | State::Pending))
+        .collect();
+    let mut text = String::new();
+    for e in &blocked {
+        text.push_str(&format!(
+            "blocked: {:04}_{} is {}; `apply` will refuse to run\n",
+            e.version,
+            e.name,
+            e.state.as_str()
+        ));
+    }
+    for m in &todo {
+        let mode = if m.no_transaction {
+            "no transaction: each statement commits on its own"
+        } else {
+            "one transaction"
+        };
+        text.push_str(&format!("apply {} ({mode})\n", m.label()));
+    }
+    if todo.is_empty() && blocked.is_empty() {
+        text.push_str("Nothing to apply.\n");
+    }
+    let json = json!({
+        "actions": todo.iter().map(|m| json!({"action": "apply", "version": m.version, "name": m.name, "transaction": !m.no_transaction})).collect::<Vec<_>>(),
+        "blocked": blocked.iter().map(|e| entry_json(e)).collect::<Vec<_>>(),
+    });
+    Ok(Out::ok(text, json))
+}
+
+async fn apply(t: &Target, to: Option<i64>, boot: bool) -> Result<Out, MigrateError> {
+    let mut session = Session::lock(t).await?;
+    let result = session.apply(to).await;
+    let entries = if result.is_ok() {
+        session.entries().await.ok()
+    } else {
+        None
+    };
+    session.release().await;
+    let done = result?;
+    let applied_total = entries.as_ref().map_or(0, |e| {
+        e.iter().filter(|e| e.state == State::Applied).count()
+    });
+    let pending = entries.as_ref().map_or(0, |e| {
+        e.iter().filter(|e| e.state == State::Pending).count()
+    });
+    if boot {
+        info!(
+            applied = done.len(),
+            total = applied_total,
+            "Database is up to date: {applied_total} migrations applied ({} just now)",
+            done.len()
+        );
+    }
+    let mut text = String::new();
+    for (m, took) in &done {
+        text.push_str(&format!(
+            "Applied {} ({} ms)\n",
+            m.label(),
+            took.as_millis()
+        ));
+    }
+    if done.is_empty() {
+        text.push_str(&format!(
+            "Nothing to apply: {applied_total} migrations already applied.\n"
+        ));
+    }
+    let json = json!({
+        "applied": done.iter().map(|(m, d)| json!({"version": m.version, "name": m.name, "duration_ms": d.as_millis() as u64})).collect::<Vec<_>>(),
+        "total_applied": applied_total,
+        "pending": pending,
+    });
+    Ok(Out::ok(text, json))
+}
+
+async fn revert(t: &Target, to: Option<i64>) -> Result<Out, MigrateError> {
+    let mut session = Session::lock(t).await?;
+    let result = session.revert(to).await;
+    session.release().await;
+    let done = result?;
+    let text = if done.is_empty() {
+        "Nothing to revert.\n".to_string()
+    } else {
+        done.iter()
+            .map(|m| format!("Reverted {}\n", m.label()))
+            .collect()
+    };
+    Ok(Out::ok(
+        text,
+        json!({"reverted": done.iter().map(|m| json!({"version": m.version, "name": m.name})).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn check(t: &Target, boot: bool) -> Result<Out, MigrateError> {
+    let (entries, _) = migrate::read_entries(t).await?;
+    let of = |s: State| {
+        entries
+            .iter()
+            .filter(|e| e.state == s)
+            .map(|e| format!("{:04}_{}", e.version, e.name))
+            .collect::<Vec<_>>()
+    };
+    let (failed, drift, pending) = (
+        [of(State::Failed), of(State::Running)].concat(),
+        [of(State::Drifted), of(State::Missing)].concat(),
+        of(State::Pending),
+    );
+    let code = if !failed.is_empty() {
+        5
+    } else if !drift.is_empty() {
+        3
+    } else if !pending.is_empty() {
+        2
+    } else {
+        0
+    };
+    let text = match code {
+        0 => format!("OK: all {} migrations applied.\n", entries.len()),
+        5 => format!("Failed or interrupted: {}\n", failed.join(", ")),
+        3 => format!("Drifted or unknown: {}\n", drift.join(", ")),
+        _ => format!("Pending: {}\n", pending.join(", ")),
+    };
+    if boot {
+        match code {
+            0 => info!(
+                "Database is up to date ({} migrations applied)",
+                entries.len()
+            ),
+            _ => error!("{}", text.trim_end()),
+        }
+    } else if code != 0 {
+        eprint!("{text}");
+    }
+    let json = json!({"ok": code == 0, "exit_code": code, "failed": failed, "drifted": drift, "pending": pending, "counts": counts(&entries)});
+    Ok(Out {
+        text: if code == 0 { text } else { String::new() },
+        json,
+        code,
+    })
+}
+
+async fn resolve(t: &Target, version: i64, applied: bool) -> Result<Out, MigrateError> {
+    let mut session = Session::lock(t).await?;
+    let result = session.resolve(version, applied).await;
+    session.release().await;
+    let msg = result?;
+    Ok(Out::ok(
+        format!("{msg}\n"),
+        json!({"version": version, "resolved_as": if applied { "applied" } else { "rolled_back" }, "message": msg}),
+    ))
+}
+
+fn sql(t: &Target, version: i64, down: bool) -> Result<Out, MigrateError> {
+    let known = migrate::load(t.url.dialect, t.dir.as_deref())?;
+    let m = known
+        .iter()
+        .find(|m| m.version == version)
+        .ok_or_else(|| MigrateError::Other(format!("no migration with version {version}")))?;
+    let script = migrate::script(m, t.url.dialect, down)?;
+    Ok(Out::ok(
+        script.clone(),
+        json!({"version": version, "name": m.name, "direction": if down { "down" } else { "up" }, "sql": script}),
+    ))
+}
+
+fn new(c: &Config, name: &str, no_transaction: bool) -> Result<Out, MigrateError> {
+    let dir = c.database.migrations_dir.clone().unwrap_or_else(|| {
+        let src = PathBuf::from("src/storage/migrations");
+        if src.is_dir() {
+            src
+        } else {
+            PathBuf::from("migrations")
+        }
+    });
+    let made = migrate::new_stubs(&dir, name, no_transaction)?;
+    let text = made
+        .iter()
+        .map(|p| format!("Created {}\n", p.display()))
+        .collect();
+    Ok(Out::ok(
+        text,
+        json!({"created": made.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn lock_status(t: &Target) -> Result<Out, MigrateError> {
+    let holder = migrate::lock_holder(t).await?;
+    let text = match &holder {
+        Some(h) => format!("The migration lock is held by {h}\n"),
+        None => "The migration lock is free\n".to_string(),
+    };
+    Ok(Out::ok(
+        text,
+        json!({"held": holder.is_some(), "holder": holder}),
+    ))
 }

@@ -1,0 +1,3 @@
+DROP TABLE corral_blacklisted_token;
+DROP TABLE corral_outstanding_token;
+DROP TABLE corral_user;

@@ -1,0 +1,37 @@
+-- The JWT app's schema: Django-compatible users (the columns of Django's auth_user),
+-- and refresh tokens: every one issued (outstanding), and the revoked ones (blacklisted).
+
+CREATE TABLE corral_user (
+    id           BIGSERIAL PRIMARY KEY,
+    password     VARCHAR(128) NOT NULL,
+    last_login   TIMESTAMPTZ NULL,
+    is_superuser BOOLEAN NOT NULL DEFAULT FALSE,
+    username     VARCHAR(150) NOT NULL UNIQUE,
+    first_name   VARCHAR(150) NOT NULL DEFAULT '',
+    last_name    VARCHAR(150) NOT NULL DEFAULT '',
+    email        VARCHAR(254) NOT NULL DEFAULT '',
+    is_staff     BOOLEAN NOT NULL DEFAULT FALSE,
+    is_active    BOOLEAN NOT NULL DEFAULT TRUE,
+    date_joined  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- One row per refresh token issued. The token itself is never stored: its jti is enough
+-- to revoke it. `family` is the jti of the first token of a rotation chain; `used_at` marks
+-- a rotated (spent) token, so presenting it again reveals a replay. Times are Unix seconds.
+CREATE TABLE corral_outstanding_token (
+    id         BIGSERIAL PRIMARY KEY,
+    user_id    BIGINT NULL REFERENCES corral_user (id) ON DELETE SET NULL,
+    jti        VARCHAR(64) NOT NULL UNIQUE,
+    family     VARCHAR(64) NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT NULL
+);
+CREATE INDEX corral_outstanding_token_family ON corral_outstanding_token (family);
+CREATE INDEX corral_outstanding_token_expires ON corral_outstanding_token (expires_at);
+
+CREATE TABLE corral_blacklisted_token (
+    id             BIGSERIAL PRIMARY KEY,
+    token_id       BIGINT NOT NULL UNIQUE REFERENCES corral_outstanding_token (id) ON DELETE CASCADE,
+    blacklisted_at BIGINT NOT NULL
+);
