@@ -40,6 +40,10 @@ fn config_args(set: FlagSet) -> Vec<Arg> {
         if let Some(s) = key.short {
             arg = arg.short(s);
         }
+        if key.kind != Kind::List {
+            // Given twice, the last one wins (a Procfile line plus an appended override).
+            arg = arg.overrides_with(key.path);
+        }
         arg = match key.kind {
             Kind::Bool => arg.action(ArgAction::SetTrue),
             Kind::List => arg.action(ArgAction::Append).value_name("VALUE"),

@@ -69,7 +69,7 @@ where
         let code = match m.subcommand() {
             Some(("serve", sm)) => serve(sm, &args, self.hooks),
             Some(("check", sm)) => check(sm, self.hooks),
-            Some(("config", sm)) => print_config(sm, self.hooks),
+            Some(("config", sm)) => print_config(sm),
             Some(("worker", sm)) => run_worker(sm, self.factory),
             Some(("migrate", sm)) => crate::storage::cli::run(sm),
             Some(("user", sm)) => crate::app::users::cli(sm),
@@ -79,13 +79,11 @@ where
     }
 }
 
-/// Loads the configuration for a command: flags, environment, file; then the app's
-/// `prepare` hook.
-pub(crate) fn load(m: &ArgMatches, hooks: Hooks) -> Result<(Layers, Loaded), Halt> {
+/// Loads the configuration for a command: flags, environment, file.
+pub(crate) fn load(m: &ArgMatches) -> Result<(Layers, Loaded), Halt> {
     let file = m.get_one::<String>("config").map(PathBuf::from);
     let layers = Layers::from_env(file, cli::flag_values(m));
-    let mut loaded = layers.load().map_err(|e| Halt::usage(e.to_string()))?;
-    (hooks.prepare)(&mut loaded.config).map_err(|e| Halt::usage(e.to_string()))?;
+    let loaded = layers.load().map_err(|e| Halt::usage(e.to_string()))?;
     Ok((layers, loaded))
 }
 
@@ -99,7 +97,7 @@ fn log_settings(c: &crate::config::Config, role: &'static str) -> logging::Setti
 }
 
 fn serve(m: &ArgMatches, args: &[OsString], hooks: Hooks) -> u8 {
-    let (layers, loaded) = match load(m, hooks) {
+    let (layers, mut loaded) = match load(m) {
         Ok(x) => x,
         Err(h) => {
             eprintln!("corral: {}", h.reason);
@@ -116,6 +114,11 @@ fn serve(m: &ArgMatches, args: &[OsString], hooks: Hooks) -> u8 {
             return exit::FAILURE;
         }
     };
+    // After logging, so the app's warnings (a generated secret key) are seen.
+    if let Err(e) = (hooks.prepare)(&mut loaded.config) {
+        error!("{e}");
+        return exit::USAGE;
+    }
     let fds = m
         .get_one::<String>("upgrade-fds")
         .map(|s| sys::listener::decode_fds(s));
@@ -148,7 +151,7 @@ fn serve(m: &ArgMatches, args: &[OsString], hooks: Hooks) -> u8 {
 }
 
 fn check(m: &ArgMatches, hooks: Hooks) -> u8 {
-    match load(m, hooks).and_then(|(_, l)| {
+    match load(m).and_then(|(_, l)| {
         (hooks.check)(&l.config)
             .map_err(|e| Halt::usage(e.to_string()))
             .map(|()| l)
@@ -168,18 +171,16 @@ fn check(m: &ArgMatches, hooks: Hooks) -> u8 {
     }
 }
 
-fn print_config(m: &ArgMatches, hooks: Hooks) -> u8 {
-    // `prepare` is skipped: printing must not create the development secret key.
-    let _ = hooks;
-    let file = m.get_one::<String>("config").map(PathBuf::from);
-    match Layers::from_env(file, cli::flag_values(m)).load() {
-        Ok(l) => {
+fn print_config(m: &ArgMatches) -> u8 {
+    // The app's `prepare` is not run: printing must not create the development secret key.
+    match load(m) {
+        Ok((_, l)) => {
             print!("{}", l.render());
             exit::OK
         }
-        Err(e) => {
-            eprintln!("corral: {e}");
-            exit::USAGE
+        Err(h) => {
+            eprintln!("corral: {}", h.reason);
+            h.code
         }
     }
 }

@@ -28,12 +28,17 @@ pub(super) fn builder(s: &Settings) -> http1::Builder {
     let mut b = http1::Builder::new();
     // hyper's own limits sit above ours, so that requests a little over a limit get our
     // JSON answer (with a request id); only grossly oversized heads meet hyper's bare 431.
-    let head =
-        s.limit_request_line + s.limit_request_fields * s.limit_request_field_size.max(1024) + 4096;
+    // With no per-field limit (0), heads may be as large as 16 MiB.
+    let head = if s.limit_request_field_size == 0 {
+        16 * 1024 * 1024
+    } else {
+        (s.limit_request_line + s.limit_request_fields * s.limit_request_field_size + 4096)
+            .clamp(8192, 1024 * 1024)
+    };
     b.keep_alive(true)
         .header_read_timeout(None)
         .max_headers(s.limit_request_fields + 64)
-        .max_buf_size(head.clamp(8192, 1024 * 1024));
+        .max_buf_size(head);
     b
 }
 

@@ -23,7 +23,7 @@ pub fn run(m: &ArgMatches) -> u8 {
     let boot = m.get_flag("boot");
     let config = match m.get_one::<String>("config-fd") {
         Some(fd) => crate::worker::read_handoff(fd.parse().unwrap_or(-1)),
-        None => crate::server::load(m, crate::master::Hooks::default())
+        None => crate::server::load(m)
             .map(|(_, l)| l.config)
             .map_err(|h| h.reason),
     };

@@ -8,6 +8,8 @@
 
 pub mod cli;
 pub mod migrate;
+pub mod tokens;
+pub mod users;
 
 use crate::config::DatabaseConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -52,3 +52,35 @@ fn unsafe_borrow(fd: i32) -> std::io::Result<std::os::fd::BorrowedFd<'static>> {
     // descriptor (it reports EBADF); the borrow does not outlive that call.
     Ok(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
 }
+
+/// Lowers the calling thread's scheduling priority to `nice` (Linux keeps a nice value
+/// per thread), so CPU-heavy helpers yield to the event loop.
+pub fn lower_thread_priority(nice: i32) {
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: setpriority takes only integers and touches no memory of ours; with
+    // PRIO_PROCESS and a thread id, Linux changes that thread alone.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}
+
+/// Reads a line from the terminal with echo off (for password prompts).
+pub fn read_password(prompt: &str) -> std::io::Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{BufRead, Write};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
+    let saved = tcgetattr(&tty).map_err(std::io::Error::from)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    (&tty).write_all(prompt.as_bytes())?;
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(std::io::Error::from)?;
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+    let _ = (&tty).write_all(b"\n");
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api; // the JWT app: simplejwt parity, vectors, attacks, rotation, outages, users, secrets
 mod config; // flags, env, file, `check`, `config`, binds, pidfile
 mod http; // limits, timeouts, request ids, access log
 mod master; // supervision, signals, reloads, recycling, shutdown, boot failure

@@ -35,3 +35,10 @@ CREATE TABLE corral_blacklisted_token (
     token_id       BIGINT NOT NULL UNIQUE REFERENCES corral_outstanding_token (id) ON DELETE CASCADE,
     blacklisted_at BIGINT NOT NULL
 );
+
+-- A token family whose spent refresh token was presented again: every token of the
+-- family, including ones issued after the revocation raced with a rotation, is refused.
+CREATE TABLE corral_revoked_family (
+    family     VARCHAR(64) PRIMARY KEY,
+    revoked_at BIGINT NOT NULL
+);

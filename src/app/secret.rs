@@ -1,0 +1,162 @@
+//! The signing secret: required and strong in production, generated once in development.
+//!
+//! Production means `--production`, or Heroku (`DYNO` set), or systemd (`INVOCATION_ID`
+//! set). There, an HMAC algorithm without `SECRET_KEY`, with one shorter than 32 bytes, or
+//! with Django's `django-insecure-` placeholder, refuses to start (exit 2). In
+//! development a random key is generated on first use and kept, with mode 0600, beside
+//! the SQLite database (`corral.db.secret`) or in `corral.secret` for other databases, so
+//! tokens survive restarts; a warning says so. The key itself is never logged.
+
+use crate::config::{Config, ConfigError};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use tracing::warn;
+
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether this process runs in production.
+pub fn production(c: &Config) -> Option<&'static str> {
+    if c.production {
+        Some("--production")
+    } else if std::env::var_os("DYNO").is_some() {
+        Some("Heroku (DYNO is set)")
+    } else if std::env::var_os("INVOCATION_ID").is_some() {
+        Some("systemd (INVOCATION_ID is set)")
+    } else {
+        None
+    }
+}
+
+fn hmac(c: &Config) -> bool {
+    c.auth.algorithm.starts_with("HS")
+}
+
+/// `corral check`: the rules of `prepare`, without creating anything, plus the key files.
+pub fn check(c: &Config) -> Result<(), ConfigError> {
+    rules(c)?;
+    if !hmac(c) {
+        crate::auth::keys::load(&c.auth).map_err(ConfigError::new)?;
+    }
+    Ok(())
+}
+
+fn rules(c: &Config) -> Result<(), ConfigError> {
+    if !hmac(c) {
+        return Ok(());
+    }
+    let prod = production(c);
+    match (&c.auth.secret_key, prod) {
+        (None, Some(why)) => Err(ConfigError::new(format!(
+            "SECRET_KEY is not set; a production server ({why}) will not start without one. Set SECRET_KEY to at least {MIN_SECRET_BYTES} random bytes, for example from `openssl rand -base64 48`"
+        ))),
+        (Some(k), Some(why)) if k.len() < MIN_SECRET_BYTES => Err(ConfigError::new(format!(
+            "SECRET_KEY is {} bytes long; a production server ({why}) needs at least {MIN_SECRET_BYTES} (RFC 7518 §3.2)",
+            k.len()
+        ))),
+        (Some(k), Some(why)) if k.starts_with("django-insecure-") => {
+            Err(ConfigError::new(format!("SECRET_KEY is Django's development placeholder (django-insecure-…); a production server ({why}) refuses it")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The master's hook: enforce the rules, or load/create the development key.
+pub fn prepare(c: &mut Config) -> Result<(), ConfigError> {
+    rules(c)?;
+    if !hmac(c) {
+        return Ok(());
+    }
+    match &c.auth.secret_key {
+        Some(k) if k.len() < MIN_SECRET_BYTES => {
+            warn!(
+                "SECRET_KEY is {} bytes long; use at least {MIN_SECRET_BYTES} random bytes",
+                k.len()
+            );
+        }
+        Some(_) => {}
+        None => {
+            let path = dev_key_path(c);
+            let (key, created) = load_or_create(&path).map_err(|e| {
+                ConfigError::new(format!(
+                    "cannot keep the development secret key in {}: {e}",
+                    path.display()
+                ))
+            })?;
+            warn!(
+                "SECRET_KEY is not set: signing with the development key {} {} (mode 0600). Set SECRET_KEY in production",
+                if created { "created in" } else { "kept in" },
+                path.display()
+            );
+            c.auth.secret_key = Some(key);
+        }
+    }
+    Ok(())
+}
+
+fn dev_key_path(c: &Config) -> PathBuf {
+    match crate::storage::DbUrl::parse(&c.database.url)
+        .ok()
+        .and_then(|u| u.sqlite_path)
+    {
+        Some(db) => {
+            let mut s = db.into_os_string();
+            s.push(".secret");
+            PathBuf::from(s)
+        }
+        None => PathBuf::from("corral.secret"),
+    }
+}
+
+fn load_or_create(path: &PathBuf) -> std::io::Result<(String, bool)> {
+    match std::fs::read_to_string(path) {
+        Ok(k) if k.trim().len() >= MIN_SECRET_BYTES => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                warn!(
+                    "{} is readable by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            return Ok((k.trim().to_string(), false));
+        }
+        Ok(_) => {
+            return Err(std::io::Error::other(
+                "the file exists but holds no usable key; delete it to generate a new one",
+            ))
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 48];
+    getrandom(&mut bytes)?;
+    let key = URL_SAFE_NO_PAD.encode(bytes);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            f.write_all(key.as_bytes())?;
+            f.write_all(b"\n")?;
+            Ok((key, true))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+        Err(e) => Err(e),
+    }
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use argon2::password_hash::rand_core::RngCore;
+    argon2::password_hash::rand_core::OsRng
+        .try_fill_bytes(buf)
+        .map_err(std::io::Error::other)
+}

@@ -1,0 +1,88 @@
+//! Refresh tokens: outstanding (issued), blacklisted (revoked), and rotation as an atomic
+//! single use with reuse detection.
+//!
+//! Only the jti, the family and the times are stored, never the token. A token's family is
+//! the jti of the first token of its rotation chain. Rotation marks the presented token
+//! used with `UPDATE … WHERE used_at IS NULL`, so of two concurrent refreshes exactly one
+//! wins; presenting an already used token again revokes its whole family (RFC 9700
+//! §4.14: a refresh token that is replayed has been stolen or leaked).
+
+use super::{now_secs, Db, StorageError};
+use crate::on_db;
+
+/// Records an issued refresh token (idempotent).
+pub async fn outstand(
+    db: &Db,
+    jti: &str,
+    family: &str,
+    user_id: Option<i64>,
+    expires_at: i64,
+) -> Result<(), StorageError> {
+    const SQL: &str =
+        "INSERT INTO corral_outstanding_token (user_id, jti, family, created_at, expires_at)
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (jti) DO NOTHING";
+    on_db!(db, p => sqlx::query(SQL).bind(user_id).bind(jti).bind(family).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Whether a token is revoked: blacklisted itself, or of a revoked family.
+pub async fn is_blacklisted(db: &Db, jti: &str) -> Result<bool, StorageError> {
+    const SQL: &str = "SELECT COUNT(*) FROM corral_outstanding_token o WHERE o.jti = $1 AND (
+        EXISTS (SELECT 1 FROM corral_blacklisted_token b WHERE b.token_id = o.id)
+        OR EXISTS (SELECT 1 FROM corral_revoked_family f WHERE f.family = o.family))";
+    let n: i64 = on_db!(db, p => sqlx::query_scalar(SQL).bind(jti).fetch_one(p).await)?;
+    Ok(n > 0)
+}
+
+/// Blacklists a token (creating its outstanding row if it was minted elsewhere).
+pub async fn blacklist(
+    db: &Db,
+    jti: &str,
+    user_id: Option<i64>,
+    expires_at: i64,
+) -> Result<(), StorageError> {
+    outstand(db, jti, jti, user_id, expires_at).await?;
+    const SQL: &str = "INSERT INTO corral_blacklisted_token (token_id, blacklisted_at)
+        SELECT id, $2 FROM corral_outstanding_token WHERE jti = $1 ON CONFLICT (token_id) DO NOTHING";
+    on_db!(db, p => sqlx::query(SQL).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The outcome of presenting a refresh token for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// This request won: the token is now spent; new tokens join `family`.
+    Won { family: String },
+    /// The token was revoked (blacklisted, or its family revoked) before it was used.
+    Blacklisted,
+    /// The token was already spent: its family is now revoked.
+    Reused,
+}
+
+/// Spends `jti`, atomically; a replay of a spent token revokes its family for good.
+pub async fn rotate(
+    db: &Db,
+    jti: &str,
+    user_id: Option<i64>,
+    expires_at: i64,
+) -> Result<Rotation, StorageError> {
+    outstand(db, jti, jti, user_id, expires_at).await?;
+    const SPEND: &str = "UPDATE corral_outstanding_token SET used_at = $2 WHERE jti = $1 AND used_at IS NULL
+        AND NOT EXISTS (SELECT 1 FROM corral_blacklisted_token b WHERE b.token_id = corral_outstanding_token.id)
+        AND NOT EXISTS (SELECT 1 FROM corral_revoked_family f WHERE f.family = corral_outstanding_token.family)";
+    let spent = on_db!(db, p => sqlx::query(SPEND).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
+    const ROW: &str = "SELECT family, used_at FROM corral_outstanding_token WHERE jti = $1";
+    let (family, used_at): (String, Option<i64>) =
+        on_db!(db, p => sqlx::query_as(ROW).bind(jti).fetch_one(p).await)?;
+    if spent == 1 {
+        // Blacklisted as simplejwt does after rotation, so the verify view reports it.
+        blacklist(db, jti, user_id, expires_at).await?;
+        return Ok(Rotation::Won { family });
+    }
+    if used_at.is_none() {
+        return Ok(Rotation::Blacklisted);
+    }
+    const REVOKE: &str = "INSERT INTO corral_revoked_family (family, revoked_at) VALUES ($1, $2) ON CONFLICT (family) DO NOTHING";
+    on_db!(db, p => sqlx::query(REVOKE).bind(&family).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(Rotation::Reused)
+}

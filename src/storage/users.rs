@@ -1,0 +1,196 @@
+//! Users: Django-compatible rows in `corral_user`.
+
+use super::{Db, Dialect, StorageError};
+use crate::on_db;
+
+/// A user as the API needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub password: String,
+    pub is_active: bool,
+}
+
+/// A user as `corral user list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub id: i64,
+    pub username: String,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    pub email: String,
+    pub date_joined: String,
+    pub last_login: Option<String>,
+    /// The hash algorithm (`argon2`, `pbkdf2_sha256`, …), never the hash.
+    pub hasher: String,
+}
+
+/// A row of Django's `auth_user`, as `dumpdata` writes it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DjangoUser {
+    pub id: i64,
+    pub password: String,
+    pub last_login: Option<String>,
+    pub is_superuser: bool,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub is_staff: bool,
+    pub is_active: bool,
+    pub date_joined: String,
+}
+
+fn now_sql(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres => "now()",
+        Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    }
+}
+
+pub async fn by_username(db: &Db, username: &str) -> Result<Option<User>, StorageError> {
+    const SQL: &str =
+        "SELECT id, username, password, is_active FROM corral_user WHERE username = $1";
+    let row: Option<(i64, String, String, bool)> =
+        on_db!(db, p => sqlx::query_as(SQL).bind(username).fetch_optional(p).await)?;
+    Ok(row.map(|(id, username, password, is_active)| User {
+        id,
+        username,
+        password,
+        is_active,
+    }))
+}
+
+/// `Some(is_active)` when the user exists.
+pub async fn active_by_id(db: &Db, id: i64) -> Result<Option<bool>, StorageError> {
+    const SQL: &str = "SELECT is_active FROM corral_user WHERE id = $1";
+    Ok(on_db!(db, p => sqlx::query_scalar(SQL).bind(id).fetch_optional(p).await)?)
+}
+
+pub async fn create(
+    db: &Db,
+    username: &str,
+    password_hash: &str,
+    active: bool,
+) -> Result<i64, StorageError> {
+    const SQL: &str =
+        "INSERT INTO corral_user (username, password, is_active) VALUES ($1, $2, $3) RETURNING id";
+    let id: i64 = on_db!(db, p => sqlx::query_scalar(SQL).bind(username).bind(password_hash).bind(active).fetch_one(p).await)
+        .map_err(|e| match StorageError::from(e) {
+            StorageError::Conflict(_) => StorageError::Conflict(format!("user {username:?} already exists")),
+            other => other,
+        })?;
+    Ok(id)
+}
+
+/// Replaces a user's password hash; `false` when there is no such user.
+pub async fn set_password(
+    db: &Db,
+    username: &str,
+    password_hash: &str,
+) -> Result<bool, StorageError> {
+    const SQL: &str = "UPDATE corral_user SET password = $2 WHERE username = $1";
+    Ok(
+        on_db!(db, p => sqlx::query(SQL).bind(username).bind(password_hash).execute(p).await.map(|r| r.rows_affected()))?
+            == 1,
+    )
+}
+
+/// Re-hashes after a login, only if the stored hash is still the one that was verified
+/// (a concurrent password change wins).
+pub async fn upgrade_hash(db: &Db, id: i64, old: &str, new: &str) -> Result<(), StorageError> {
+    const SQL: &str = "UPDATE corral_user SET password = $3 WHERE id = $1 AND password = $2";
+    on_db!(db, p => sqlx::query(SQL).bind(id).bind(old).bind(new).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn deactivate(db: &Db, username: &str) -> Result<bool, StorageError> {
+    const SQL: &str = "UPDATE corral_user SET is_active = FALSE WHERE username = $1";
+    Ok(
+        on_db!(db, p => sqlx::query(SQL).bind(username).execute(p).await.map(|r| r.rows_affected()))?
+            == 1,
+    )
+}
+
+pub async fn touch_last_login(db: &Db, id: i64) -> Result<(), StorageError> {
+    let sql = format!(
+        "UPDATE corral_user SET last_login = {} WHERE id = $1",
+        now_sql(db.dialect())
+    );
+    on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn list(db: &Db) -> Result<Vec<Listed>, StorageError> {
+    const SQL: &str = "SELECT id, username, is_active, is_staff, is_superuser, email,
+        CAST(date_joined AS TEXT), CAST(last_login AS TEXT), password FROM corral_user ORDER BY id";
+    type Row = (
+        i64,
+        String,
+        bool,
+        bool,
+        bool,
+        String,
+        String,
+        Option<String>,
+        String,
+    );
+    let rows: Vec<Row> = on_db!(db, p => sqlx::query_as(SQL).fetch_all(p).await)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                username,
+                is_active,
+                is_staff,
+                is_superuser,
+                email,
+                date_joined,
+                last_login,
+                password,
+            )| Listed {
+                id,
+                username,
+                is_active,
+                is_staff,
+                is_superuser,
+                email,
+                date_joined,
+                last_login,
+                hasher: password.split('$').next().unwrap_or("").to_string(),
+            },
+        )
+        .collect())
+}
+
+/// Inserts a Django user with its id and hash; `false` when its id or username exists.
+pub async fn import(db: &Db, u: &DjangoUser) -> Result<bool, StorageError> {
+    let ts = |param: &str| match db.dialect() {
+        Dialect::Postgres => format!("CAST({param} AS TIMESTAMPTZ)"),
+        Dialect::Sqlite => param.to_string(),
+    };
+    let sql = format!(
+        "INSERT INTO corral_user (id, password, last_login, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined)
+         VALUES ($1, $2, {}, $4, $5, $6, $7, $8, $9, $10, {}) ON CONFLICT DO NOTHING",
+        ts("$3"),
+        ts("$11")
+    );
+    let done = on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(u.id).bind(&u.password).bind(&u.last_login).bind(u.is_superuser).bind(&u.username)
+        .bind(&u.first_name).bind(&u.last_name).bind(&u.email).bind(u.is_staff).bind(u.is_active).bind(&u.date_joined)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// After inserting explicit ids, moves PostgreSQL's sequence past them.
+pub async fn sync_id_sequence(db: &Db) -> Result<(), StorageError> {
+    if let Db::Postgres(p) = db {
+        sqlx::query("SELECT setval(pg_get_serial_sequence('corral_user', 'id'), GREATEST((SELECT MAX(id) FROM corral_user), 1))")
+            .execute(p)
+            .await?;
+    }
+    Ok(())
+}
