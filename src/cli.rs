@@ -198,7 +198,9 @@ pub fn command() -> Command {
                 .arg(hidden_fd("scoreboard").required(true))
                 .arg(hidden_fd("config-fd").required(true))
                 .arg(hidden_fd("wake-fd").required(true))
-                .arg(Arg::new("generation").long("generation").required(true)),
+                .arg(Arg::new("generation").long("generation").required(true))
+                .arg(hidden_fd("balance-fd"))
+                .arg(Arg::new("balance-slot").long("balance-slot")),
         )
 }
 

@@ -212,6 +212,10 @@ where
             .get_one::<String>("generation")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0),
+        balance: m
+            .get_one::<String>("balance-slot")
+            .and_then(|s| s.parse::<usize>().ok())
+            .map(|slot| (fd("balance-fd"), slot)),
     };
     worker::run(args, factory)
 }

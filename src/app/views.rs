@@ -38,13 +38,8 @@ pub fn storage_error(e: StorageError) -> Reply {
 
 /// A 401 with `WWW-Authenticate: Bearer realm="api"` (the first configured scheme).
 fn unauthorized(s: &State, body: Value) -> Reply {
-    let scheme = s
-        .auth
-        .auth_header_types
-        .first()
-        .map_or("Bearer", String::as_str);
     Reply::new(StatusCode::UNAUTHORIZED, body)
-        .header(WWW_AUTHENTICATE, &format!("{scheme} realm=\"api\""))
+        .header_value(WWW_AUTHENTICATE, s.www_authenticate.clone())
 }
 
 fn token_invalid(s: &State, e: TokenError) -> Reply {
@@ -141,15 +136,8 @@ pub async fn refresh(s: Arc<State>, req: Request<RequestBody>) -> Reply {
         Ok(c) => c,
         Err(e) => return token_invalid(&s, e),
     };
-    let jti = claims
-        .get("jti")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .unwrap_or_default();
+    let jti = claims.jti().to_string();
+    let exp = claims.exp();
     let user_id = s.tokens.user_id(&claims).ok().flatten();
     let rotate_once = s.auth.rotate_refresh_tokens && s.auth.blacklist_after_rotation;
     if !rotate_once {
@@ -234,10 +222,7 @@ pub async fn verify(s: Arc<State>, req: Request<RequestBody>) -> Reply {
         Err(e) => return token_invalid(&s, e),
     };
     if s.auth.blacklist_after_rotation {
-        let jti = claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let jti = claims.jti();
         match tokens::is_blacklisted(&s.db, jti).await {
             Ok(true) => {
                 return Reply::new(
@@ -268,19 +253,13 @@ pub async fn blacklist(s: Arc<State>, req: Request<RequestBody>) -> Reply {
         Ok(c) => c,
         Err(e) => return token_invalid(&s, e),
     };
-    let jti = claims
-        .get("jti")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let jti = claims.jti();
     match tokens::is_blacklisted(&s.db, jti).await {
         Ok(true) => return token_invalid(&s, TokenError::Blacklisted),
         Ok(false) => {}
         Err(e) => return storage_error(e),
     }
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .unwrap_or_default();
+    let exp = claims.exp();
     match tokens::blacklist(&s.db, jti, s.tokens.user_id(&claims).ok().flatten(), exp).await {
         Ok(()) => Reply::ok(json!({})),
         Err(e) => storage_error(e),
@@ -348,7 +327,7 @@ pub async fn authenticate(s: &State, req: &Request<RequestBody>) -> Result<i64, 
 
 /// `GET /hello/`, for authenticated users only.
 pub fn hello() -> Reply {
-    Reply::ok(json!({ "message": "Hello, World!" }))
+    Reply::fixed(r#"{"message":"Hello, World!"}"#)
 }
 
 /// `GET /readyz`: ready to serve and the database answers.

@@ -16,6 +16,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
 use std::fmt;
 
 /// Longest token accepted; anything longer is refused before it is parsed.
@@ -82,39 +83,12 @@ pub fn alg_name(alg: Algorithm) -> &'static str {
     }
 }
 
-/// Verifies `token` and returns its header and payload objects.
-pub fn decode(
-    token: &str,
-    alg: Algorithm,
-    keys: &[VerifyKey],
-) -> Result<(Map<String, Value>, Map<String, Value>), Refused> {
+/// Verifies `token`; returns its payload bytes (checked to be base64url, not yet JSON).
+pub fn decode(token: &str, alg: Algorithm, keys: &[VerifyKey]) -> Result<Vec<u8>, Refused> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Refused::TooLong);
     }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Refused::Malformed("not three segments"));
-    };
-    let header = object(&b64(h)?)?;
-    if header.get("alg").and_then(Value::as_str) != Some(alg_name(alg)) {
-        return Err(Refused::Algorithm);
-    }
-    if header.contains_key("crit") {
-        return Err(Refused::Crit);
-    }
-    let key = pick_key(&header, keys)?;
-    if s.is_empty() || URL_SAFE_NO_PAD.decode(s).is_err() {
-        return Err(Refused::Malformed("signature encoding"));
-    }
-    let signing_input = &token[..h.len() + 1 + p.len()];
-    match jsonwebtoken::crypto::verify(s, signing_input.as_bytes(), key, alg) {
-        Ok(true) => {}
-        _ => return Err(Refused::Signature),
-    }
-    let payload = object(&b64(p)?)?;
-    Ok((header, payload))
+    verify_raw(token, alg, keys)
 }
 
 /// Verifies a JWS whose payload need not be JSON (RFC 7520 §4.4), returning the payload.
@@ -125,35 +99,72 @@ pub fn verify_raw(token: &str, alg: Algorithm, keys: &[VerifyKey]) -> Result<Vec
     else {
         return Err(Refused::Malformed("not three segments"));
     };
-    let header = object(&b64(h)?)?;
-    if header.get("alg").and_then(Value::as_str) != Some(alg_name(alg)) {
+    let header = Header::parse(&b64(h)?)?;
+    if header.alg.as_deref() != Some(alg_name(alg)) {
         return Err(Refused::Algorithm);
     }
-    let key = pick_key(&header, keys)?;
+    if header.crit {
+        return Err(Refused::Crit);
+    }
+    let key = pick_key(header.kid.as_deref(), header.kid_is_string, keys)?;
+    // jsonwebtoken decodes the signature with the strict URL_SAFE_NO_PAD engine.
+    if s.is_empty() {
+        return Err(Refused::Malformed("no signature"));
+    }
     match jsonwebtoken::crypto::verify(s, token[..h.len() + 1 + p.len()].as_bytes(), key, alg) {
         Ok(true) => b64(p),
         _ => Err(Refused::Signature),
     }
 }
 
+/// The header parameters we act on; the others are parsed (for duplicates) and dropped.
+#[derive(Default)]
+struct Header {
+    alg: Option<String>,
+    kid: Option<String>,
+    kid_is_string: bool,
+    crit: bool,
+}
+
+impl Header {
+    fn parse(bytes: &[u8]) -> Result<Header, Refused> {
+        let mut h = Header::default();
+        object_entries(bytes, |k, v| {
+            match k {
+                "alg" => h.alg = v.as_str().map(String::from),
+                "kid" => {
+                    h.kid_is_string = v.is_string();
+                    h.kid = v.as_str().map(String::from);
+                }
+                "crit" => h.crit = true,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(h)
+    }
+}
+
 /// With keys that have ids, `kid` must name one of them (a token without `kid` gets the
-/// first, the signing key). Keys without ids ignore `kid`, as simplejwt does.
+/// first, the signing key; a `kid` that is not a string is refused). Keys without ids
+/// ignore `kid`, as simplejwt does.
 fn pick_key<'k>(
-    header: &Map<String, Value>,
+    kid: Option<&str>,
+    kid_is_string: bool,
     keys: &'k [VerifyKey],
 ) -> Result<&'k DecodingKey, Refused> {
     let first = keys.first().ok_or(Refused::UnknownKid)?;
     if first.kid.is_none() {
         return Ok(&first.key);
     }
-    match header.get("kid") {
-        None => Ok(&first.key),
-        Some(Value::String(kid)) => keys
+    match kid {
+        Some(kid) => keys
             .iter()
             .find(|k| k.kid.as_deref() == Some(kid))
             .map(|k| &k.key)
             .ok_or(Refused::UnknownKid),
-        Some(_) => Err(Refused::UnknownKid),
+        None if kid_is_string => Err(Refused::UnknownKid),
+        None => Ok(&first.key),
     }
 }
 
@@ -163,11 +174,101 @@ fn b64(s: &str) -> Result<Vec<u8>, Refused> {
         .map_err(|_| Refused::Malformed("base64url"))
 }
 
-fn object(bytes: &[u8]) -> Result<Map<String, Value>, Refused> {
-    match serde_json::from_slice::<Strict>(bytes) {
-        Ok(Strict(Value::Object(m))) => Ok(m),
-        Ok(_) => Err(Refused::Malformed("not a JSON object")),
+/// Walks a JSON object, refusing duplicate keys (at every depth) and anything that is not
+/// an object, and hands each top-level entry to `f`. Keys are borrowed from the input when
+/// they have no escapes, so the common claims cost no allocation.
+pub fn object_entries<F>(bytes: &[u8], f: F) -> Result<(), Refused>
+where
+    F: FnMut(&str, Value) -> Result<(), Refused>,
+{
+    let mut f = f;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = Entries {
+        f: &mut f,
+        failed: None,
+    };
+    let result = serde::de::DeserializeSeed::deserialize(seed, &mut de)
+        .and_then(|failed| de.end().map(|()| failed));
+    match result {
+        Ok(None) => Ok(()),
+        Ok(Some(refused)) => Err(refused),
         Err(_) => Err(Refused::Malformed("JSON")),
+    }
+}
+
+struct Entries<'f, F> {
+    f: &'f mut F,
+    failed: Option<Refused>,
+}
+
+impl<'de, F: FnMut(&str, Value) -> Result<(), Refused>> serde::de::DeserializeSeed<'de>
+    for Entries<'_, F>
+{
+    type Value = Option<Refused>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Refused>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(&str, Value) -> Result<(), Refused>> Visitor<'de> for Entries<'_, F> {
+    type Value = Option<Refused>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Option<Refused>, A::Error> {
+        let mut seen: Vec<Key<'de>> = Vec::with_capacity(8);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if seen.iter().any(|k| k.as_str() == key.as_str()) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            let Strict(value) = map.next_value()?;
+            if self.failed.is_none() {
+                if let Err(r) = (self.f)(key.as_str(), value) {
+                    self.failed = Some(r);
+                }
+            }
+            seen.push(key);
+        }
+        Ok(self.failed)
+    }
+}
+
+/// An object key, borrowed from the input when possible.
+enum Key<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -249,8 +350,8 @@ mod tests {
     fn rfc7515_a1_signature_verifies_and_rfc7519_unsecured_is_refused() {
         let key = URL_SAFE_NO_PAD.decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow").unwrap();
         let tok = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let (h, p) = decode(tok, Algorithm::HS256, &hs(&key)).unwrap();
-        assert_eq!(h["typ"], "JWT");
+        let p: Value =
+            serde_json::from_slice(&decode(tok, Algorithm::HS256, &hs(&key)).unwrap()).unwrap();
         assert_eq!(p["exp"], 1300819380);
         let unsecured = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.";
         assert_eq!(
@@ -294,9 +395,31 @@ mod tests {
     fn refuses_duplicates_padding_and_crit() {
         let key = EncodingKey::from_secret(b"k");
         let ring = hs(b"k");
-        let dup = encode(r#"{"a":1,"a":2}"#, Algorithm::HS256, None, &key).unwrap();
+        // Payloads are parsed by the caller through `object_entries`.
         assert_eq!(
-            decode(&dup, Algorithm::HS256, &ring),
+            object_entries(br#"{"a":1,"a":2}"#, |_, _| Ok(())),
+            Err(Refused::Malformed("JSON"))
+        );
+        assert_eq!(
+            object_entries(br#"{"a":{"b":1,"b":2}}"#, |_, _| Ok(())),
+            Err(Refused::Malformed("JSON"))
+        );
+        assert_eq!(
+            object_entries(br#"[1]"#, |_, _| Ok(())),
+            Err(Refused::Malformed("JSON"))
+        );
+        assert_eq!(
+            object_entries(br#"{"a\u0062":1,"ab":2}"#, |_, _| Ok(())),
+            Err(Refused::Malformed("JSON")),
+            "escaped duplicate"
+        );
+        let dup_header = format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","alg":"HS256"}"#),
+            URL_SAFE_NO_PAD.encode("{}")
+        );
+        assert_eq!(
+            decode(&dup_header, Algorithm::HS256, &ring),
             Err(Refused::Malformed("JSON"))
         );
         let ok = encode(r#"{"a":1}"#, Algorithm::HS256, None, &key).unwrap();

@@ -68,13 +68,91 @@ impl Kind {
     }
 }
 
+/// A token's claims: the registered ones by name, every other one kept in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims {
+    pub token_type: Option<Value>,
+    pub exp: Option<Value>,
+    pub iat: Option<Value>,
+    pub nbf: Option<Value>,
+    pub jti: Option<Value>,
+    pub sub: Option<Value>,
+    pub aud: Option<Value>,
+    pub iss: Option<Value>,
+    /// The claim named by `user_id_claim`.
+    pub user_id: Option<Value>,
+    pub other: Vec<(String, Value)>,
+}
+
+impl Claims {
+    /// Parses a verified payload: a JSON object without duplicate keys.
+    fn parse(payload: &[u8], user_id_claim: &str) -> Result<Claims, TokenError> {
+        let mut c = Claims::default();
+        jws::object_entries(payload, |k, v| {
+            let slot = match k {
+                "token_type" => &mut c.token_type,
+                "exp" => &mut c.exp,
+                "iat" => &mut c.iat,
+                "nbf" => &mut c.nbf,
+                "jti" => &mut c.jti,
+                "sub" => &mut c.sub,
+                "aud" => &mut c.aud,
+                "iss" => &mut c.iss,
+                k if k == user_id_claim => &mut c.user_id,
+                k => {
+                    c.other.push((k.to_string(), v));
+                    return Ok(());
+                }
+            };
+            *slot = Some(v);
+            Ok(())
+        })
+        .map_err(|_| TokenError::Invalid)?;
+        Ok(c)
+    }
+
+    /// The `jti` (empty when absent, which verification has already refused).
+    pub fn jti(&self) -> &str {
+        self.jti.as_ref().and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// `exp` in Unix seconds (0 when absent).
+    pub fn exp(&self) -> i64 {
+        self.exp.as_ref().and_then(Value::as_i64).unwrap_or(0)
+    }
+
+    /// The payload in simplejwt's order: `token_type`, `exp`, `iat`, `jti`, the user id,
+    /// then the others as received; `aud` and `iss` last, as simplejwt appends them.
+    fn to_json(&self, user_id_claim: &str) -> String {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: &Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v.clone());
+            }
+        };
+        put("token_type", &self.token_type);
+        put("exp", &self.exp);
+        put("iat", &self.iat);
+        put("jti", &self.jti);
+        put(user_id_claim, &self.user_id);
+        put("sub", &self.sub);
+        put("nbf", &self.nbf);
+        for (k, v) in &self.other {
+            put(k, &Some(v.clone()));
+        }
+        put("aud", &self.aud);
+        put("iss", &self.iss);
+        Value::Object(m).to_string()
+    }
+}
+
 /// A signed token and what the server needs to remember about it.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub token: String,
     pub jti: String,
     pub exp: i64,
-    pub claims: Map<String, Value>,
+    pub claims: Claims,
 }
 
 /// Makes and checks tokens for one configuration.
@@ -110,55 +188,51 @@ impl Tokens {
         self.keys.alg
     }
 
+    fn fresh(&self, kind: Kind, now: i64, lifetime: i64) -> Claims {
+        Claims {
+            token_type: Some(kind.as_str().into()),
+            exp: Some((now + lifetime).into()),
+            iat: Some(now.into()),
+            jti: Some(new_jti().into()),
+            ..Claims::default()
+        }
+    }
+
     /// A new refresh token for a user (simplejwt's `RefreshToken.for_user`).
     pub fn refresh_for_user(&self, user_id: i64, now: i64) -> Result<Issued, String> {
-        let mut claims = Map::new();
-        claims.insert("token_type".into(), Kind::Refresh.as_str().into());
-        claims.insert("exp".into(), (now + self.refresh_lifetime).into());
-        claims.insert("iat".into(), now.into());
-        claims.insert("jti".into(), new_jti().into());
-        claims.insert(self.user_id_claim.clone(), user_id.to_string().into());
-        self.sign(claims)
+        let mut c = self.fresh(Kind::Refresh, now, self.refresh_lifetime);
+        c.user_id = Some(user_id.to_string().into());
+        self.sign(c)
     }
 
     /// The access token of a refresh token: fresh `exp`/`iat`/`jti`, every other claim
     /// copied (simplejwt's `RefreshToken.access_token`).
-    pub fn access_from(&self, refresh: &Map<String, Value>, now: i64) -> Result<Issued, String> {
-        let mut claims = Map::new();
-        claims.insert("token_type".into(), Kind::Access.as_str().into());
-        claims.insert("exp".into(), (now + self.access_lifetime).into());
-        claims.insert("iat".into(), now.into());
-        claims.insert("jti".into(), new_jti().into());
-        for (k, v) in refresh {
-            if !matches!(
-                k.as_str(),
-                "token_type" | "exp" | "iat" | "jti" | "aud" | "iss"
-            ) {
-                claims.insert(k.clone(), v.clone());
-            }
-        }
-        self.sign(claims)
+    pub fn access_from(&self, refresh: &Claims, now: i64) -> Result<Issued, String> {
+        let mut c = self.fresh(Kind::Access, now, self.access_lifetime);
+        c.user_id = refresh.user_id.clone();
+        c.sub = refresh.sub.clone();
+        c.nbf = refresh.nbf.clone();
+        c.other = refresh.other.clone();
+        self.sign(c)
     }
 
     /// A rotated refresh token: the same claims with a new `jti`, `exp` and `iat`.
-    pub fn rotate(&self, refresh: &Map<String, Value>, now: i64) -> Result<Issued, String> {
-        let mut claims = refresh.clone();
-        claims.remove("aud");
-        claims.remove("iss");
-        claims.insert("jti".into(), new_jti().into());
-        claims.insert("exp".into(), (now + self.refresh_lifetime).into());
-        claims.insert("iat".into(), now.into());
-        self.sign(claims)
+    pub fn rotate(&self, refresh: &Claims, now: i64) -> Result<Issued, String> {
+        let fresh = self.fresh(Kind::Refresh, now, self.refresh_lifetime);
+        let c = Claims {
+            token_type: refresh.token_type.clone(),
+            exp: fresh.exp,
+            iat: fresh.iat,
+            jti: fresh.jti,
+            ..refresh.clone()
+        };
+        self.sign(c)
     }
 
-    fn sign(&self, mut claims: Map<String, Value>) -> Result<Issued, String> {
-        if let Some(aud) = &self.audience {
-            claims.insert("aud".into(), aud.clone().into());
-        }
-        if let Some(iss) = &self.issuer {
-            claims.insert("iss".into(), iss.clone().into());
-        }
-        let payload = Value::Object(claims.clone()).to_string();
+    fn sign(&self, mut claims: Claims) -> Result<Issued, String> {
+        claims.aud = self.audience.clone().map(Value::String);
+        claims.iss = self.issuer.clone().map(Value::String);
+        let payload = claims.to_json(&self.user_id_claim);
         let token = jws::encode(
             &payload,
             self.keys.alg,
@@ -166,47 +240,41 @@ impl Tokens {
             &self.keys.signing,
         )
         .map_err(|e| format!("cannot sign a token: {e}"))?;
-        let jti = claims["jti"].as_str().unwrap_or_default().to_string();
-        let exp = claims["exp"].as_i64().unwrap_or_default();
         Ok(Issued {
             token,
-            jti,
-            exp,
+            jti: claims.jti().to_string(),
+            exp: claims.exp(),
             claims,
         })
     }
 
     /// Checks a token of any type (simplejwt's `UntypedToken`, used by the verify view).
-    pub fn decode(&self, token: &str, now: i64) -> Result<Map<String, Value>, TokenError> {
-        let (_header, claims) = jws::decode(token, self.keys.alg, &self.keys.verify)
+    pub fn decode(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        let payload = jws::decode(token, self.keys.alg, &self.keys.verify)
             .map_err(|_| TokenError::Invalid)?;
+        let claims = Claims::parse(&payload, &self.user_id_claim)?;
         self.check_claims(&claims, now)?;
         Ok(claims)
     }
 
     /// Checks a token that must be of type `kind`.
-    pub fn decode_as(
-        &self,
-        token: &str,
-        kind: Kind,
-        now: i64,
-    ) -> Result<Map<String, Value>, TokenError> {
+    pub fn decode_as(&self, token: &str, kind: Kind, now: i64) -> Result<Claims, TokenError> {
         let claims = self.decode(token, now)?;
-        match claims.get("token_type") {
+        match &claims.token_type {
             None => Err(TokenError::NoType),
             Some(Value::String(t)) if t == kind.as_str() => Ok(claims),
             Some(_) => Err(TokenError::WrongType),
         }
     }
 
-    fn check_claims(&self, c: &Map<String, Value>, now: i64) -> Result<(), TokenError> {
-        let int = |k: &str| -> Result<Option<i64>, TokenError> {
-            match c.get(k) {
+    fn check_claims(&self, c: &Claims, now: i64) -> Result<(), TokenError> {
+        let int = |v: &Option<Value>| -> Result<Option<i64>, TokenError> {
+            match v {
                 None => Ok(None),
                 Some(v) => v.as_i64().map(Some).ok_or(TokenError::Invalid),
             }
         };
-        let (iat, nbf, exp) = (int("iat")?, int("nbf")?, int("exp")?);
+        let (iat, nbf, exp) = (int(&c.iat)?, int(&c.nbf)?, int(&c.exp)?);
         if iat.is_some_and(|t| t > now + self.leeway) || nbf.is_some_and(|t| t > now + self.leeway)
         {
             return Err(TokenError::Invalid);
@@ -214,12 +282,12 @@ impl Tokens {
         if exp.is_some_and(|t| t <= now - self.leeway) {
             return Err(TokenError::Expired);
         }
-        match (&self.issuer, c.get("iss")) {
+        match (&self.issuer, &c.iss) {
             (Some(want), Some(Value::String(got))) if want == got => {}
             (None, _) => {}
             _ => return Err(TokenError::Invalid),
         }
-        let aud_ok = match (&self.audience, c.get("aud")) {
+        let aud_ok = match (&self.audience, &c.aud) {
             (None, None) => true,
             (None, Some(_)) => false, // stricter than simplejwt: a token for someone else
             (Some(want), Some(Value::String(got))) => want == got,
@@ -229,23 +297,23 @@ impl Tokens {
         if !aud_ok {
             return Err(TokenError::Invalid);
         }
-        for k in ["sub", "jti"] {
-            if c.get(k).is_some_and(|v| !v.is_string()) {
-                return Err(TokenError::Invalid);
-            }
+        if c.sub.as_ref().is_some_and(|v| !v.is_string())
+            || c.jti.as_ref().is_some_and(|v| !v.is_string())
+        {
+            return Err(TokenError::Invalid);
         }
         if exp.is_none() {
             return Err(TokenError::NoExp);
         }
-        if !c.contains_key("jti") {
+        if c.jti.is_none() {
             return Err(TokenError::NoId);
         }
         Ok(())
     }
 
     /// The user id a token names: `"1"` or `1`. `Err(())` when absent or of another type.
-    pub fn user_id(&self, claims: &Map<String, Value>) -> Result<Option<i64>, ()> {
-        match claims.get(&self.user_id_claim) {
+    pub fn user_id(&self, claims: &Claims) -> Result<Option<i64>, ()> {
+        match &claims.user_id {
             Some(Value::String(s)) => Ok(s.parse::<i64>().ok()),
             Some(Value::Number(n)) => Ok(n.as_i64()),
             _ => Err(()),
@@ -260,36 +328,33 @@ pub fn new_jti() -> String {
 
 /// What an `Authorization` header says, per simplejwt's `JWTAuthentication`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Header {
+pub enum Header<'a> {
     /// No header, an empty one, or another scheme: not authenticated (others may try).
     Absent,
     /// The scheme matched but there were not exactly two parts.
     Bad,
-    Token(String),
+    Token(&'a str),
 }
 
 /// Splits the header on runs of whitespace, as Python's `bytes.split()`; the scheme must
 /// match one of `types` exactly (case-sensitive, as simplejwt).
-pub fn parse_header(value: Option<&[u8]>, types: &[String]) -> Header {
+pub fn parse_header<'a>(value: Option<&'a [u8]>, types: &[String]) -> Header<'a> {
     let Some(v) = value else {
         return Header::Absent;
     };
-    let parts: Vec<&[u8]> = v
+    let mut parts = v
         .split(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
-        .filter(|p| !p.is_empty())
-        .collect();
-    let Some(first) = parts.first() else {
+        .filter(|p| !p.is_empty());
+    let Some(first) = parts.next() else {
         return Header::Absent;
     };
-    if !types.iter().any(|t| t.as_bytes() == *first) {
+    if !types.iter().any(|t| t.as_bytes() == first) {
         return Header::Absent;
     }
-    if parts.len() != 2 {
-        return Header::Bad;
-    }
-    match std::str::from_utf8(parts[1]) {
-        Ok(t) => Header::Token(t.to_string()),
-        Err(_) => Header::Token(String::new()), // fails verification as "Token is invalid"
+    match (parts.next(), parts.next()) {
+        // A token that is not UTF-8 fails verification as "Token is invalid".
+        (Some(token), None) => Header::Token(std::str::from_utf8(token).unwrap_or("")),
+        _ => Header::Bad,
     }
 }
 
@@ -344,11 +409,12 @@ mod tests {
             Err(TokenError::WrongType)
         );
         let access = t.access_from(&issued.claims, 2_000).unwrap();
+        let payload: Value = serde_json::from_str(&access.claims.to_json("user_id")).unwrap();
         assert_eq!(
-            access.claims.keys().collect::<Vec<_>>(),
+            payload.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["token_type", "exp", "iat", "jti", "user_id"]
         );
-        assert_eq!(access.claims["user_id"], "7");
+        assert_eq!(access.claims.user_id, Some(Value::String("7".into())));
         assert_eq!(access.exp, 2_300);
     }
 
@@ -362,7 +428,7 @@ mod tests {
         assert_eq!(parse_header(Some(b"Bearer a b"), &types), Header::Bad);
         assert_eq!(
             parse_header(Some(b"Bearer   abc  "), &types),
-            Header::Token("abc".into())
+            Header::Token("abc")
         );
     }
 }

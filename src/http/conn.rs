@@ -4,14 +4,14 @@
 //!
 //! hyper's own `header_read_timeout` also counts keep-alive idle time and closes the
 //! connection without a response, so both timeouts are enforced here instead: the socket
-//! records when a request head starts arriving (`SharedStream::phase`), and a timer checks
-//! it. A slow head gets a real `408` written on the shared socket.
+//! records when a request head starts arriving (`sys::io::Activity`), and a timer checks
+//! it. A slow head gets a real `408`, written on the socket taken back from hyper.
 
 use super::access_log::Entry;
 use super::{
     json_error, AppService, BoxError, PeerAddr, ResponseBody, Settings, Shared, REQUEST_ID,
 };
-use crate::sys::io::{Phase, SharedStream};
+use crate::sys::io::{Activity, Conn, Phase, Stream};
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body, Incoming};
@@ -44,30 +44,32 @@ pub(super) fn builder(s: &Settings) -> http1::Builder {
 
 /// Serves one connection until it closes.
 pub(super) async fn run<S: AppService>(
-    io: SharedStream,
+    stream: Stream,
     peer: Option<SocketAddr>,
     inner: S,
     shared: Arc<Shared>,
     builder: Arc<http1::Builder>,
 ) {
+    let activity = Activity::new();
     let svc = Wrap {
         inner,
-        io: io.clone(),
+        activity: activity.clone(),
         shared: shared.clone(),
         peer,
     };
-    let conn = builder.serve_connection(io.clone(), svc);
-    tokio::pin!(conn);
+    // Not pinned in place: on a header timeout the socket is taken back (`into_parts`)
+    // to answer 408, which needs the connection by value (it is `Unpin`).
+    let mut conn = builder.serve_connection(Conn::new(stream, activity.clone()), svc);
     let (keep_alive, header_timeout) = (shared.settings.keep_alive, shared.settings.header_timeout);
     loop {
         let now_ms = crate::sys::monotonic_ms();
-        let wait = match io.phase() {
+        let wait = match activity.phase() {
             Phase::Idle(since) => ms_left(since, keep_alive, now_ms),
             Phase::Head(since) => ms_left(since, header_timeout, now_ms),
             Phase::Busy => keep_alive,
         };
         tokio::select! {
-            res = conn.as_mut() => {
+            res = &mut conn => {
                 if let Err(e) = res {
                     super::log_debug_conn_error(&e);
                 }
@@ -75,14 +77,14 @@ pub(super) async fn run<S: AppService>(
             }
             _ = tokio::time::sleep(wait) => {
                 let now_ms = crate::sys::monotonic_ms();
-                match io.phase() {
+                match activity.phase() {
                     Phase::Idle(since) if ms_left(since, keep_alive, now_ms).is_zero() => {
                         // Idle past keep-alive: hyper closes an idle connection at once.
-                        conn.as_mut().graceful_shutdown();
+                        Pin::new(&mut conn).graceful_shutdown();
                     }
                     Phase::Head(since) if ms_left(since, header_timeout, now_ms).is_zero() => {
-                        request_timeout(&io, peer, &shared);
-                        return; // dropping `conn` closes the socket
+                        request_timeout(&conn.into_parts().io, peer, &shared);
+                        return;
                     }
                     _ => {}
                 }
@@ -96,7 +98,7 @@ fn ms_left(since_ms: u64, limit: Duration, now_ms: u64) -> Duration {
 }
 
 /// Answers a client that did not finish its request head in time.
-fn request_timeout(io: &SharedStream, peer: Option<SocketAddr>, shared: &Shared) {
+fn request_timeout(io: &Conn, peer: Option<SocketAddr>, shared: &Shared) {
     let id = super::request_id(None);
     let body = r#"{"detail":"Request timeout: the request head did not arrive in time."}"#;
     let head = format!(
@@ -124,7 +126,7 @@ fn request_timeout(io: &SharedStream, peer: Option<SocketAddr>, shared: &Shared)
 /// The per-connection service around the application.
 struct Wrap<S> {
     inner: S,
-    io: SharedStream,
+    activity: Arc<Activity>,
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
 }
@@ -137,11 +139,11 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        self.io.mark_busy();
+        self.activity.mark_busy();
         let started = Instant::now();
         let id = super::request_id(req.headers().get(REQUEST_ID));
         let shared = self.shared.clone();
-        let io = self.io.clone();
+        let activity = self.activity.clone();
         let peer = self.peer;
         let log = Logged::of(&req, shared.access_log.is_some());
         let slot = shared.take_slot();
@@ -203,7 +205,7 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
             if let Some(i) = slot {
                 shared.free_slot(i);
             }
-            io.mark_idle();
+            activity.mark_idle();
             shared.request_done();
             Ok(resp)
         })

@@ -15,8 +15,8 @@
 pub mod access_log;
 mod conn;
 
-use crate::sys::io::{SharedStream, Stream};
-use crate::sys::scoreboard::{Scoreboard, State, SLOTS};
+use crate::sys::io::Stream;
+use crate::sys::scoreboard::{Balance, Scoreboard, State, SLOTS};
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
@@ -88,6 +88,9 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub Option<std::net::SocketAddr>);
 
+/// Longest a worker waits for a less busy sibling to take a connection.
+const MAX_DEFER_MS: u32 = 5;
+
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -145,6 +148,7 @@ pub struct Shared {
     pub board: Arc<Scoreboard>,
     pub access_log: Option<access_log::AccessLog>,
     wake: Option<OwnedFd>,
+    balance: Option<(Arc<Balance>, usize)>,
     draining: AtomicBool,
     free_slots: AtomicU32,
     connections: AtomicUsize,
@@ -157,12 +161,14 @@ impl Shared {
         board: Arc<Scoreboard>,
         access_log: Option<access_log::AccessLog>,
         wake: Option<OwnedFd>,
+        balance: Option<(Arc<Balance>, usize)>,
     ) -> Shared {
         Shared {
             settings,
             board,
             access_log,
             wake,
+            balance,
             draining: AtomicBool::new(false),
             free_slots: AtomicU32::new((1u32 << SLOTS) - 1),
             connections: AtomicUsize::new(0),
@@ -218,14 +224,41 @@ impl Shared {
 
     fn connection_opened(&self) {
         let n = self.connections.fetch_add(1, Relaxed) + 1;
-        self.board.set_connections(n as u64);
+        self.publish(n);
     }
 
     fn connection_closed(&self) {
         let n = self.connections.fetch_sub(1, Relaxed) - 1;
-        self.board.set_connections(n as u64);
+        self.publish(n);
         if n == 0 {
             self.all_closed.notify_waiters();
+        }
+    }
+
+    /// Tells the master (scoreboard) and the siblings (balance board) how busy we are.
+    fn publish(&self, connections: usize) {
+        self.board.set_connections(connections as u64);
+        if let Some((b, slot)) = &self.balance {
+            b.publish(*slot, (!self.draining()).then_some(connections as u64));
+        }
+    }
+
+    /// Starts publishing on the balance board: this worker accepts from now on.
+    pub fn accepting(&self) {
+        self.publish(self.connections.load(Relaxed));
+    }
+
+    /// Load-aware accept: while a sibling holds clearly fewer connections, leave the next
+    /// one to it, for a few milliseconds at most (so a stuck sibling cannot stall us).
+    async fn defer_to_siblings(&self) {
+        let Some((b, slot)) = &self.balance else {
+            return;
+        };
+        for _ in 0..MAX_DEFER_MS {
+            if !b.busier_than_others(*slot) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -290,6 +323,7 @@ pub async fn serve<S: AppService>(
     }
     shared.draining.store(true, Relaxed);
     shared.board.set_state(State::Draining);
+    shared.publish(shared.connections.load(Relaxed));
     debug!(
         connections = shared.connections.load(Relaxed),
         "Worker draining (pid: {})",
@@ -334,6 +368,7 @@ async fn accept_loop<S: AppService>(
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
             _ = wait_stop(&mut stop) => return,
         };
+        shared.defer_to_siblings().await;
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = wait_stop(&mut stop) => return,
@@ -341,10 +376,9 @@ async fn accept_loop<S: AppService>(
         match accepted {
             Ok((stream, peer)) => {
                 shared.connection_opened();
-                let io = SharedStream::new(stream);
                 let (service, shared, builder) = (service.clone(), shared.clone(), builder.clone());
                 tokio::spawn(async move {
-                    conn::run(io, peer, service, shared.clone(), builder).await;
+                    conn::run(stream, peer, service, shared.clone(), builder).await;
                     drop(permit);
                     shared.connection_closed();
                 });

@@ -23,7 +23,7 @@ use crate::sys::listener::{self, Listener};
 use crate::sys::notify::Notifier;
 use crate::sys::pidfile::Pidfile;
 use crate::sys::process::{self, Exit, Spawn};
-use crate::sys::scoreboard::{Scoreboard, State};
+use crate::sys::scoreboard::{Balance, Scoreboard, State, BALANCE_SLOTS};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal as Sig;
 use nix::unistd::Pid;
@@ -90,6 +90,8 @@ pub struct Arbiter {
     signals: SignalQueue,
     wake_read: OwnedFd,
     wake_write: OwnedFd,
+    /// Connection counts of all workers, for load-aware accept.
+    balance: Balance,
     notifier: Notifier,
     pidfile: Option<Pidfile>,
     log: logging::Handle,
@@ -128,6 +130,8 @@ impl Arbiter {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| Halt::failure(format!("cannot create the wake-up pipe: {e}")))?;
         let handoff = handoff_fd(&p.loaded)?;
+        let balance = Balance::create()
+            .map_err(|e| Halt::failure(format!("cannot create the balance board: {e}")))?;
         let watchdog = p
             .layers
             .env
@@ -151,6 +155,7 @@ impl Arbiter {
             signals: p.signals,
             wake_read,
             wake_write,
+            balance,
             notifier: p.notifier,
             pidfile: p.pidfile,
             log: p.log,
@@ -390,6 +395,9 @@ impl Arbiter {
 
     fn worker_exited(&mut self, w: Worker, how: Exit) -> Result<(), Halt> {
         self.served_by_gone += w.board.requests();
+        if let Some(slot) = w.slot {
+            self.balance.publish(slot, None);
+        }
         let pid = w.pid.as_raw();
         let expected = w.retiring.is_some() || matches!(self.phase, Phase::Stopping { .. });
         if !w.is_ready() && !expected {
@@ -604,7 +612,9 @@ impl Arbiter {
             board.raw_fd(),
             self.handoff.as_raw_fd(),
             self.wake_write.as_raw_fd(),
+            self.balance.raw_fd(),
         ]);
+        let slot = self.workers.free_slot(BALANCE_SLOTS);
         let args = [
             "worker".to_string(),
             "--fds".into(),
@@ -617,6 +627,10 @@ impl Arbiter {
             self.wake_write.as_raw_fd().to_string(),
             "--generation".into(),
             self.generation.to_string(),
+            "--balance-fd".into(),
+            self.balance.raw_fd().to_string(),
+            "--balance-slot".into(),
+            slot.map_or("none".into(), |s| s.to_string()),
         ];
         let threads = process::thread_count();
         let pid = self.spawn_child(&args, inherit)?;
@@ -633,6 +647,7 @@ impl Arbiter {
             generation: self.generation,
             spawned_at: Instant::now(),
             board,
+            slot,
             ready_at: None,
             retiring: None,
             aborted_at: None,

@@ -14,6 +14,8 @@ pub struct Worker {
     pub generation: u64,
     pub spawned_at: Instant,
     pub board: Scoreboard,
+    /// Its slot in the balance board, if one was free.
+    pub slot: Option<usize>,
     /// When the master first saw it ready.
     pub ready_at: Option<Instant>,
     /// Set once the master has sent TERM (or QUIT) to retire it.
@@ -81,6 +83,11 @@ impl Workers {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// The lowest balance-board slot no live worker holds.
+    pub fn free_slot(&self, limit: usize) -> Option<usize> {
+        (0..limit).find(|i| !self.list.iter().any(|w| w.slot == Some(*i)))
     }
 
     pub fn pids(&self) -> Vec<Pid> {

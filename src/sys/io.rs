@@ -1,19 +1,22 @@
-//! A connection's socket, shared between hyper and the connection's supervisor task.
+//! A connection's socket as hyper sees it, noting when each request head starts to
+//! arrive.
 //!
-//! hyper owns the I/O object it serves, so a task that wants to answer a slow client with
-//! `408 Request Timeout` after hyper gave up on it needs a second handle to the same socket.
-//! [`SharedStream`] is a cheap clone (an `Arc`) implementing hyper's `Read` and `Write` on a
-//! shared tokio stream, and recording when each request head starts arriving so the
-//! supervisor can tell an idle keep-alive connection from a slow client.
+//! hyper's own `header_read_timeout` also counts keep-alive idle time and closes without
+//! a response. To tell an idle keep-alive connection (close it quietly after
+//! `--keep-alive`) from a slow client (answer `408` after `--header-timeout`), [`Conn`]
+//! records the time of the first bytes read after each response in a shared
+//! [`Activity`], which the connection's supervisor task reads. Reads go through tokio's
+//! own `AsyncRead`, which treats a short read as "drained" and so saves a `recv` per
+//! request; the one `unsafe` block is the same buffer hand-over hyper-util's `TokioIo`
+//! makes.
 
-use bytes::BufMut;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// An accepted connection, TCP or unix.
@@ -23,181 +26,147 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
-#[derive(Debug)]
-struct Inner {
-    stream: Stream,
-    /// `CLOCK_MONOTONIC` ms when bytes of the next request head first arrived; 0 = none yet.
-    head_started_ms: AtomicU64,
-    /// A request is being served (head complete, response not finished).
-    busy: AtomicBool,
-    /// When the last response finished (or the connection was accepted).
-    idle_since_ms: AtomicU64,
-}
-
 /// What a connection is doing, as far as timeouts are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for a request, since this time (keep-alive timeout applies).
+    /// Waiting for a request since this time (`CLOCK_MONOTONIC` ms): keep-alive applies.
     Idle(u64),
-    /// Receiving a request head that started arriving at this time (header timeout applies).
+    /// Receiving a request head that started arriving at this time: header timeout applies.
     Head(u64),
     /// Serving a request.
     Busy,
 }
 
-/// A clonable handle to one connection's socket.
-#[derive(Debug, Clone)]
-pub struct SharedStream(Arc<Inner>);
+/// Shared between the socket (which sees bytes arrive), the service (which sees requests
+/// start and end) and the supervisor (which enforces the timeouts).
+#[derive(Debug)]
+pub struct Activity {
+    head_started_ms: AtomicU64,
+    busy: AtomicBool,
+    idle_since_ms: AtomicU64,
+}
 
-impl SharedStream {
-    pub fn new(stream: Stream) -> SharedStream {
-        SharedStream(Arc::new(Inner {
-            stream,
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
             head_started_ms: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(super::monotonic_ms()),
-        }))
+        })
     }
 
     /// The request head is complete and the request is being served.
     pub fn mark_busy(&self) {
-        self.0.busy.store(true, Relaxed);
-        self.0.head_started_ms.store(0, Relaxed);
+        self.busy.store(true, Relaxed);
+        self.head_started_ms.store(0, Relaxed);
     }
 
-    /// The response is finished; the connection waits for the next request.
+    /// The response is done; the connection waits for the next request.
     pub fn mark_idle(&self) {
-        self.0.idle_since_ms.store(super::monotonic_ms(), Relaxed);
-        self.0.busy.store(false, Relaxed);
+        self.idle_since_ms.store(super::monotonic_ms(), Relaxed);
+        self.busy.store(false, Relaxed);
+    }
+
+    fn saw_bytes(&self) {
+        if !self.busy.load(Relaxed) && self.head_started_ms.load(Relaxed) == 0 {
+            self.head_started_ms.store(super::monotonic_ms(), Relaxed);
+        }
     }
 
     pub fn phase(&self) -> Phase {
-        if self.0.busy.load(Relaxed) {
+        if self.busy.load(Relaxed) {
             return Phase::Busy;
         }
-        match self.0.head_started_ms.load(Relaxed) {
-            0 => Phase::Idle(self.0.idle_since_ms.load(Relaxed)),
+        match self.head_started_ms.load(Relaxed) {
+            0 => Phase::Idle(self.idle_since_ms.load(Relaxed)),
             t => Phase::Head(t),
         }
     }
+}
 
-    /// Writes as much of `bytes` as the socket takes without waiting, then shuts down the
-    /// write side. Used for last-word responses (408) on a connection being abandoned.
+/// The I/O object hyper serves.
+#[derive(Debug)]
+pub struct Conn {
+    stream: Stream,
+    activity: Arc<Activity>,
+}
+
+impl Conn {
+    pub fn new(stream: Stream, activity: Arc<Activity>) -> Conn {
+        Conn { stream, activity }
+    }
+
+    /// Writes what the socket takes without waiting, then shuts down the write side: a
+    /// last word (408) on a connection being abandoned.
     pub fn write_now_and_close(&self, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
-            match self.try_write(rest) {
+            let n = match &self.stream {
+                Stream::Tcp(s) => s.try_write(rest),
+                Stream::Unix(s) => s.try_write(rest),
+            };
+            match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => rest = &rest[n..],
             }
         }
-        let _ = self.shutdown_write();
-    }
-
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        match &self.0.stream {
-            Stream::Tcp(s) => s.try_write(buf),
-            Stream::Unix(s) => s.try_write(buf),
-        }
-    }
-
-    fn shutdown_write(&self) -> io::Result<()> {
-        match &self.0.stream {
+        let _ = match &self.stream {
             Stream::Tcp(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
-        }
-    }
-
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &self.0.stream {
-            Stream::Tcp(s) => s.poll_read_ready(cx),
-            Stream::Unix(s) => s.poll_read_ready(cx),
-        }
-    }
-
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &self.0.stream {
-            Stream::Tcp(s) => s.poll_write_ready(cx),
-            Stream::Unix(s) => s.poll_write_ready(cx),
-        }
-    }
-
-    fn try_read_buf(&self, buf: &mut &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        match &self.0.stream {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
-        }
-    }
-
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match &self.0.stream {
-            Stream::Tcp(s) => s.try_write_vectored(bufs),
-            Stream::Unix(s) => s.try_write_vectored(bufs),
-        }
+        };
     }
 }
 
-impl Read for SharedStream {
+impl Read for Conn {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.poll_read_ready(cx))?;
-            // SAFETY: the slice is only written to (never read) by `try_read_buf`, which
-            // initialises a prefix of it and reports its length.
-            let mut dst: &mut [MaybeUninit<u8>] = unsafe { buf.as_mut() };
-            if !dst.has_remaining_mut() {
-                return Poll::Ready(Ok(()));
+        // SAFETY: as in hyper-util's TokioIo: the tokio ReadBuf wraps the cursor's
+        // unfilled (possibly uninitialised) memory, tokio's `poll_read` only writes to it
+        // and reports how many bytes it initialised, and exactly that many are then
+        // marked filled.
+        let n = unsafe {
+            let mut tbuf = ReadBuf::uninit(buf.as_mut());
+            let polled = match &mut self.stream {
+                Stream::Tcp(s) => Pin::new(s).poll_read(cx, &mut tbuf),
+                Stream::Unix(s) => Pin::new(s).poll_read(cx, &mut tbuf),
+            };
+            match polled {
+                Poll::Ready(Ok(())) => tbuf.filled().len(),
+                other => return other,
             }
-            match self.try_read_buf(&mut dst) {
-                Ok(n) => {
-                    if n > 0
-                        && !self.0.busy.load(Relaxed)
-                        && self.0.head_started_ms.load(Relaxed) == 0
-                    {
-                        self.0.head_started_ms.store(super::monotonic_ms(), Relaxed);
-                    }
-                    // SAFETY: `try_read_buf` initialised exactly the first `n` bytes of the
-                    // cursor's unfilled region.
-                    unsafe { buf.advance(n) };
-                    return Poll::Ready(Ok(()));
-                }
-                // Readiness was stale; poll_read_ready cleared it and registers again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        };
+        if n > 0 {
+            self.activity.saw_bytes();
         }
+        // SAFETY: `n` bytes of the cursor were initialised by the read above.
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
     }
 }
 
-impl Write for SharedStream {
+impl Write for Conn {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_write_ready(cx))?;
-            match self.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
+        match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_write_ready(cx))?;
-            match self.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
+        match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -205,14 +174,17 @@ impl Write for SharedStream {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(match self.shutdown_write() {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        })
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }

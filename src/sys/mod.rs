@@ -12,6 +12,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod process;
 pub mod scoreboard;
+pub mod watch;
 
 use nix::time::{clock_gettime, ClockId};
 

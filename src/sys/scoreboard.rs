@@ -330,3 +330,121 @@ mod tests {
         assert_eq!(sb.add_request(), 1);
     }
 }
+
+/// Slots in the balance board: one page of counters.
+pub const BALANCE_SLOTS: usize = 512;
+
+/// One page of shared memory where every worker of a master publishes how many
+/// connections it holds, so each can defer accepting while a sibling holds fewer
+/// (load-aware accept; Gunicorn's uneven-load issue #792). The master owns the slots.
+///
+/// A slot holds 0 when unused or not accepting, else 1 + the worker's connection count.
+pub struct Balance {
+    fd: OwnedFd,
+    ptr: NonNull<[AtomicU64; BALANCE_SLOTS]>,
+}
+
+// SAFETY: the mapping is shared memory made only of atomics; the pointer stays valid
+// until `Drop`.
+unsafe impl Send for Balance {}
+// SAFETY: as above: every access goes through atomic operations.
+unsafe impl Sync for Balance {}
+
+impl Balance {
+    /// Creates the board (master side).
+    pub fn create() -> std::io::Result<Balance> {
+        let fd = memfd_create(c"corral-balance", MFdFlags::MFD_CLOEXEC)?;
+        nix::unistd::ftruncate(&fd, 4096)?;
+        Balance::map(fd)
+    }
+
+    /// Maps the board a worker inherited.
+    pub fn open(fd: RawFd) -> std::io::Result<Balance> {
+        Balance::map(super::adopt_fd(fd)?)
+    }
+
+    fn map(fd: OwnedFd) -> std::io::Result<Balance> {
+        let len = NonZeroUsize::new(4096).expect("non-zero");
+        // SAFETY: a fresh shared mapping of a 4096-byte memfd, not aliased in this process;
+        // accessed only as an array of 512 AtomicU64 (4096 bytes, page-aligned).
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd.as_fd(),
+                0,
+            )?
+        };
+        Ok(Balance {
+            fd,
+            ptr: ptr.cast(),
+        })
+    }
+
+    fn slots(&self) -> &[AtomicU64; BALANCE_SLOTS] {
+        // SAFETY: `ptr` is a live 4096-byte mapping for as long as `self` exists, zero-filled
+        // by ftruncate, and all-zero bytes are valid atomics.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Publishes a worker's connection count (`None`: not accepting).
+    pub fn publish(&self, slot: usize, connections: Option<u64>) {
+        if let Some(s) = self.slots().get(slot) {
+            s.store(connections.map_or(0, |c| c + 1), Relaxed);
+        }
+    }
+
+    /// Whether the worker in `slot` holds more than one connection more than the least
+    /// loaded accepting worker.
+    pub fn busier_than_others(&self, slot: usize) -> bool {
+        let slots = self.slots();
+        let Some(mine) = slots.get(slot).map(|s| s.load(Relaxed)).filter(|m| *m > 0) else {
+            return false;
+        };
+        let least = slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != slot)
+            .map(|(_, s)| s.load(Relaxed))
+            .filter(|v| *v > 0)
+            .min();
+        least.is_some_and(|l| mine > l + 1)
+    }
+}
+
+impl Drop for Balance {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the 4096-byte mapping made in `map`, once; no reference outlives
+        // `self`.
+        unsafe {
+            let _ = munmap(self.ptr.cast(), 4096);
+        }
+    }
+}
+
+#[cfg(test)]
+mod balance_tests {
+    use super::*;
+
+    #[test]
+    fn defers_only_when_clearly_busier() {
+        let b = Balance::create().unwrap();
+        b.publish(0, Some(3));
+        assert!(!b.busier_than_others(0), "alone: never defer");
+        b.publish(1, Some(2));
+        assert!(!b.busier_than_others(0));
+        b.publish(1, Some(1));
+        assert!(b.busier_than_others(0));
+        b.publish(1, None);
+        assert!(
+            !b.busier_than_others(0),
+            "siblings not accepting do not count"
+        );
+    }
+}

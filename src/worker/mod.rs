@@ -18,7 +18,7 @@ use crate::error::exit;
 use crate::http::{self, AppService, Listening, Stop};
 use crate::logging;
 use crate::sys::listener::{self, BindAddr};
-use crate::sys::scoreboard::{Scoreboard, State};
+use crate::sys::scoreboard::{Balance, Scoreboard, State};
 use std::future::Future;
 use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
@@ -36,6 +36,8 @@ pub struct Args {
     pub config_fd: RawFd,
     pub wake_fd: RawFd,
     pub generation: u64,
+    /// The balance board and this worker's slot in it.
+    pub balance: Option<(RawFd, usize)>,
 }
 
 /// What an application's factory gets in each worker.
@@ -160,13 +162,18 @@ where
                 ))
             }
         };
+        let balance = args
+            .balance
+            .and_then(|(fd, slot)| Some((Arc::new(Balance::open(fd).ok()?), slot)));
         let shared = Arc::new(http::Shared::new(
             http::Settings::from_config(&config),
             board.clone(),
             access_log,
             wake,
+            balance,
         ));
         board.set_state(State::Ready);
+        shared.accepting();
         shared.wake_master();
         http::serve(listeners, service, shared, stop_rx).await;
         exit::OK
