@@ -58,49 +58,35 @@ struct Board {
 const SIZE: usize = std::mem::size_of::<Board>();
 const _: () = assert!(SIZE <= 4096, "a scoreboard fits in one page");
 
-/// A mapping of one worker's scoreboard, in the master or in the worker itself.
-pub struct Scoreboard {
+/// One page of shared memory (a memfd), mapped read-write: the storage of a
+/// [`Scoreboard`] and of the [`Balance`] board.
+struct SharedPage {
     fd: OwnedFd,
-    ptr: NonNull<Board>,
+    ptr: NonNull<u8>,
 }
 
-// SAFETY: the mapping is shared memory made only of atomics, so references to it may move
-// between and be used from several threads; the pointer stays valid until `Drop`.
-unsafe impl Send for Scoreboard {}
-// SAFETY: as above: every access goes through atomic operations.
-unsafe impl Sync for Scoreboard {}
+// SAFETY: the page is only accessed through atomics (see its users); the pointer stays
+// valid until `Drop`, so it may move between and be shared by threads.
+unsafe impl Send for SharedPage {}
+// SAFETY: as above.
+unsafe impl Sync for SharedPage {}
 
-impl Scoreboard {
-    /// Creates a fresh, zeroed scoreboard (master side, before spawning the worker).
-    pub fn create() -> std::io::Result<Scoreboard> {
-        let fd = memfd_create(c"corral-scoreboard", MFdFlags::MFD_CLOEXEC)?;
+impl SharedPage {
+    fn create(name: &std::ffi::CStr) -> std::io::Result<SharedPage> {
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)?;
         nix::unistd::ftruncate(&fd, 4096)?;
-        let sb = Scoreboard::map(fd)?;
-        sb.board().magic.store(MAGIC, Release);
-        sb.board()
-            .heartbeat_ms
-            .store(super::monotonic_ms(), Release);
-        Ok(sb)
+        SharedPage::map(fd)
     }
 
-    /// Maps the scoreboard whose descriptor this worker inherited.
-    pub fn open(fd: RawFd) -> std::io::Result<Scoreboard> {
-        let sb = Scoreboard::map(super::adopt_fd(fd)?)?;
-        if sb.board().magic.load(Acquire) != MAGIC {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not a corral scoreboard",
-            ));
-        }
-        Ok(sb)
+    fn open(fd: RawFd) -> std::io::Result<SharedPage> {
+        SharedPage::map(super::adopt_fd(fd)?)
     }
 
-    fn map(fd: OwnedFd) -> std::io::Result<Scoreboard> {
+    fn map(fd: OwnedFd) -> std::io::Result<SharedPage> {
         let len = NonZeroUsize::new(4096).expect("non-zero");
         // SAFETY: a fresh shared mapping of a 4096-byte memfd; no other mapping aliases
-        // this address range in this process, and the memory is only accessed through the
-        // atomics of `Board`, which is smaller than a page and needs at most 8-byte
-        // alignment (mmap returns page-aligned addresses).
+        // this range in this process, and users read it only through atomics, whose
+        // alignment (at most 8) a page-aligned address satisfies.
         let ptr = unsafe {
             mmap(
                 None,
@@ -111,22 +97,71 @@ impl Scoreboard {
                 0,
             )?
         };
-        Ok(Scoreboard {
+        Ok(SharedPage {
             fd,
             ptr: ptr.cast(),
         })
     }
 
+    /// The page viewed as a `T` made of atomics (all-zero bytes must be a valid `T`).
+    fn get<T>(&self) -> &T {
+        const { assert!(std::mem::size_of::<T>() <= 4096) };
+        // SAFETY: the mapping is live, page-aligned and 4096 bytes long for as long as
+        // `self`; it was zero-filled by ftruncate; callers only use types made of atomics,
+        // for which any bytes written by another process through those atomics are valid.
+        unsafe { self.ptr.cast::<T>().as_ref() }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the 4096-byte mapping made in `map`, once; no reference into it
+        // outlives `self`.
+        unsafe {
+            let _ = munmap(self.ptr.cast(), 4096);
+        }
+    }
+}
+
+/// A mapping of one worker's scoreboard, in the master or in the worker itself.
+pub struct Scoreboard {
+    page: SharedPage,
+}
+
+impl Scoreboard {
+    /// Creates a fresh, zeroed scoreboard (master side, before spawning the worker).
+    pub fn create() -> std::io::Result<Scoreboard> {
+        let sb = Scoreboard {
+            page: SharedPage::create(c"corral-scoreboard")?,
+        };
+        sb.board().magic.store(MAGIC, Release);
+        sb.board()
+            .heartbeat_ms
+            .store(super::monotonic_ms(), Release);
+        Ok(sb)
+    }
+
+    /// Maps the scoreboard whose descriptor this worker inherited.
+    pub fn open(fd: RawFd) -> std::io::Result<Scoreboard> {
+        let sb = Scoreboard {
+            page: SharedPage::open(fd)?,
+        };
+        if sb.board().magic.load(Acquire) != MAGIC {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a corral scoreboard",
+            ));
+        }
+        Ok(sb)
+    }
+
     fn board(&self) -> &Board {
-        // SAFETY: `ptr` points to a live, page-aligned mapping at least `SIZE` bytes long
-        // for as long as `self` exists; all-zero bytes are a valid `Board` (atomics), and
-        // the memfd was zero-filled by ftruncate.
-        unsafe { self.ptr.as_ref() }
+        self.page.get()
     }
 
     /// The descriptor to hand to the worker.
     pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.page.fd.as_raw_fd()
     }
 
     // ---- written by the worker ----
@@ -250,16 +285,6 @@ impl Scoreboard {
     }
 }
 
-impl Drop for Scoreboard {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` came from `mmap` with length 4096 in `map` and is unmapped once,
-        // here; no reference into the mapping outlives `self`.
-        unsafe {
-            let _ = munmap(self.ptr.cast(), 4096);
-        }
-    }
-}
-
 /// A request a worker was serving, as recorded in its scoreboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlight {
@@ -340,57 +365,30 @@ pub const BALANCE_SLOTS: usize = 512;
 ///
 /// A slot holds 0 when unused or not accepting, else 1 + the worker's connection count.
 pub struct Balance {
-    fd: OwnedFd,
-    ptr: NonNull<[AtomicU64; BALANCE_SLOTS]>,
+    page: SharedPage,
 }
-
-// SAFETY: the mapping is shared memory made only of atomics; the pointer stays valid
-// until `Drop`.
-unsafe impl Send for Balance {}
-// SAFETY: as above: every access goes through atomic operations.
-unsafe impl Sync for Balance {}
 
 impl Balance {
     /// Creates the board (master side).
     pub fn create() -> std::io::Result<Balance> {
-        let fd = memfd_create(c"corral-balance", MFdFlags::MFD_CLOEXEC)?;
-        nix::unistd::ftruncate(&fd, 4096)?;
-        Balance::map(fd)
+        Ok(Balance {
+            page: SharedPage::create(c"corral-balance")?,
+        })
     }
 
     /// Maps the board a worker inherited.
     pub fn open(fd: RawFd) -> std::io::Result<Balance> {
-        Balance::map(super::adopt_fd(fd)?)
-    }
-
-    fn map(fd: OwnedFd) -> std::io::Result<Balance> {
-        let len = NonZeroUsize::new(4096).expect("non-zero");
-        // SAFETY: a fresh shared mapping of a 4096-byte memfd, not aliased in this process;
-        // accessed only as an array of 512 AtomicU64 (4096 bytes, page-aligned).
-        let ptr = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd.as_fd(),
-                0,
-            )?
-        };
         Ok(Balance {
-            fd,
-            ptr: ptr.cast(),
+            page: SharedPage::open(fd)?,
         })
     }
 
     fn slots(&self) -> &[AtomicU64; BALANCE_SLOTS] {
-        // SAFETY: `ptr` is a live 4096-byte mapping for as long as `self` exists, zero-filled
-        // by ftruncate, and all-zero bytes are valid atomics.
-        unsafe { self.ptr.as_ref() }
+        self.page.get()
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.page.fd.as_raw_fd()
     }
 
     /// Publishes a worker's connection count (`None`: not accepting).
@@ -415,16 +413,6 @@ impl Balance {
             .filter(|v| *v > 0)
             .min();
         least.is_some_and(|l| mine > l + 1)
-    }
-}
-
-impl Drop for Balance {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the 4096-byte mapping made in `map`, once; no reference outlives
-        // `self`.
-        unsafe {
-            let _ = munmap(self.ptr.cast(), 4096);
-        }
     }
 }
 
