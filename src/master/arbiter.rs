@@ -109,7 +109,21 @@ pub struct Arbiter {
     served_by_gone: u64,
     watchdog: Option<(Duration, Instant)>,
     status: String,
+    /// `--reload`: what to watch, and when a burst of changes settles.
+    reloader: Option<Reloader>,
+    last_extend: Option<Instant>,
 }
+
+/// `--reload`: the configuration file, the migrations, the binary and extra files.
+struct Reloader {
+    watcher: crate::sys::watch::Watcher,
+    binary: crate::sys::watch::Watcher,
+    /// Act once no change has been seen for `SETTLE` (a rebuild writes in several steps).
+    due: Option<(Instant, bool)>,
+}
+
+/// How long `--reload` waits for a burst of file changes to end.
+const SETTLE: Duration = Duration::from_millis(300);
 
 pub struct Parts {
     pub layers: Layers,
@@ -171,11 +185,81 @@ impl Arbiter {
             served_by_gone: 0,
             watchdog,
             status: String::new(),
+            reloader: None,
+            last_extend: None,
         })
+    }
+
+    /// Watches what `--reload` reloads on; a path that cannot be watched is reported.
+    fn watch_for_reload(&mut self) {
+        if !self.loaded.config.reload {
+            return;
+        }
+        let (Ok(mut watcher), Ok(mut binary)) = (
+            crate::sys::watch::Watcher::new(),
+            crate::sys::watch::Watcher::new(),
+        ) else {
+            return error!("--reload: cannot create an inotify instance");
+        };
+        let c = &self.loaded.config;
+        let mut paths: Vec<PathBuf> = self.loaded.file.iter().cloned().collect();
+        paths.extend(c.database.migrations_dir.iter().cloned());
+        paths.extend(c.reload_extra_file.iter().cloned());
+        for p in &paths {
+            if let Err(e) = watcher.add(p) {
+                warn!("--reload: cannot watch {}: {e}", p.display());
+            }
+        }
+        if let Err(e) = binary.add(&self.exe) {
+            warn!("--reload: cannot watch {}: {e}", self.exe.display());
+        }
+        info!(
+            "Reloading on changes to {} and the binary {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.exe.display()
+        );
+        self.reloader = Some(Reloader {
+            watcher,
+            binary,
+            due: None,
+        });
+    }
+
+    /// `--reload`: after changes settle, a new binary means an upgrade (USR2), anything else
+    /// a reload (HUP).
+    fn check_reload(&mut self) -> Result<(), Halt> {
+        let Some(r) = &mut self.reloader else {
+            return Ok(());
+        };
+        let binary = r.binary.changed();
+        if binary || r.watcher.changed() {
+            let was_binary = r.due.is_some_and(|(_, b)| b);
+            r.due = Some((Instant::now() + SETTLE, binary || was_binary));
+            return Ok(());
+        }
+        match r.due {
+            Some((at, binary)) if Instant::now() >= at => {
+                r.due = None;
+                if binary {
+                    info!("Reload: the binary changed; starting it as a new master");
+                    self.handle_usr2()
+                } else {
+                    info!("Reload: watched files changed");
+                    self.handle_hup();
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The supervision loop. Returns when the master should exit.
     pub fn run(mut self) -> Result<(), Halt> {
+        self.watch_for_reload();
         let result = self
             .boot()
             .and_then(|()| self.manage_workers())
@@ -187,6 +271,7 @@ impl Arbiter {
                     self.handle(sig)?;
                 }
                 self.reap_children()?;
+                self.check_reload()?;
                 self.maybe_promote();
                 self.check_readiness();
                 self.murder_workers();
@@ -348,6 +433,10 @@ impl Arbiter {
         if let Some(fd) = upgrade_fd.as_ref() {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
+        if let Some(r) = &self.reloader {
+            fds.push(PollFd::new(r.watcher.fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(r.binary.fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Halt::failure(format!("poll failed: {e}"))),
@@ -367,6 +456,9 @@ impl Arbiter {
         }
         if let Some((every, last)) = self.watchdog {
             next = next.min(last + every);
+        }
+        if let Some((at, _)) = self.reloader.as_ref().and_then(|r| r.due) {
+            next = next.min(at);
         }
         for w in self.workers.iter() {
             if let Some(r) = w.retiring {
@@ -761,6 +853,7 @@ impl Arbiter {
             "Running migrations ({mode}) in pid {pid}"
         );
         if then.is_none() {
+            self.last_extend = Some(Instant::now());
             self.notify("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=Running migrations");
         }
         self.migration = Some(Migration {
@@ -886,6 +979,14 @@ impl Arbiter {
             }
         }
         if matches!(self.phase, Phase::Booting) {
+            // A slow migration must not trip TimeoutStartSec: extend while it runs.
+            if self
+                .last_extend
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
+                self.last_extend = Some(Instant::now());
+                let _ = self.notifier.send("EXTEND_TIMEOUT_USEC=30000000");
+            }
             return;
         }
         let gen = self.generation;

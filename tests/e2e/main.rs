@@ -8,3 +8,4 @@ mod config; // flags, env, file, `check`, `config`, binds, pidfile
 mod http; // limits, timeouts, request ids, access log
 mod master; // supervision, signals, reloads, recycling, shutdown, boot failure
 mod migrate; // migrations at boot, the migrate CLI, locking, SQLite and PostgreSQL
+mod platform; // systemd, USR2 upgrades, Heroku and honcho, --reload

@@ -286,3 +286,36 @@ fn usr1_reopens_the_access_log() {
             .filter(|s| s.contains("after-usr1"))
     });
 }
+
+/// When a hung worker is aborted, the master says what it was serving: method, path,
+/// request id and elapsed time, read from the worker's scoreboard.
+#[test]
+fn a_hung_worker_is_reported_with_its_request_in_flight() {
+    let dir = TempDir::new("inflight");
+    let c = Corral::builder()
+        .dir(dir.path())
+        .args(["-b", "127.0.0.1:0", "-w", "1", "-t", "2"])
+        .start();
+    let worker = c.wait_workers(1, &[], T)[0];
+    let id = "inflight-test-request-0001";
+    let mut conn = Conn::open(&c.addr);
+    conn.send_raw(format!("POST /api/token/ HTTP/1.1\r\nHost: x\r\nX-Request-ID: {id}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n").as_bytes()).unwrap();
+    // hyper answers 100 Continue only once the login view starts reading the body: from
+    // then on the request is in flight inside the worker.
+    let interim = conn.read_response().unwrap();
+    assert_eq!(interim.status, 100);
+    kill(worker, "STOP");
+    let line = c.expect_log(
+        &format!("Worker (pid:{worker}) was serving POST /api/token/ (request id {id}, "),
+        T,
+    );
+    let ms: u64 = line
+        .split(", ")
+        .last()
+        .unwrap()
+        .trim_end_matches(" ms)")
+        .parse()
+        .unwrap();
+    assert!(ms >= 2000, "{line}");
+    c.wait_workers(1, &[worker], T);
+}

@@ -66,6 +66,11 @@ impl Lines {
         });
     }
 
+    /// Collects lines from `r` (a child's stdout or stderr) in the background.
+    pub fn collect_from<R: Read + Send + 'static>(&self, r: R) {
+        self.collect(r, std::env::var_os("CORRAL_TEST_ECHO").is_some());
+    }
+
     pub fn all(&self) -> Vec<String> {
         self.0 .0.lock().unwrap().clone()
     }
@@ -473,6 +478,11 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The pid in a pidfile.
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 pub fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
@@ -605,6 +615,8 @@ impl Conn {
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.parse::<usize>().ok());
         let body = match len {
+            // Interim (1xx), 204 and 304 responses have no body.
+            _ if status < 200 || status == 204 || status == 304 => vec![],
             Some(n) => {
                 while self.buf.len() < n {
                     self.fill()?;
