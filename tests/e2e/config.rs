@@ -211,3 +211,65 @@ fn pidfile_lifecycle() {
     assert_eq!(c.wait_exit(T).and_then(|s| s.code()), Some(0));
     assert!(!pid.exists());
 }
+
+/// The annotated sample configuration is valid and lists every key.
+#[test]
+fn the_sample_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/corral.toml");
+    let dir = TempDir::new("sample");
+    let out = run(dir.path(), &["check", "-c", path.to_str().unwrap()], &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // `corral config` prints `name = value  # origin` or `# name is unset  # origin`.
+    let printed = run(dir.path(), &["config"], &[]).stdout;
+    let keys: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.contains(" is unset") => rest.split(' ').next(),
+            Some(_) => None,
+            None => l.split(" = ").next().filter(|_| l.contains(" = ")),
+        })
+        .collect();
+    assert!(keys.len() > 40, "{printed}");
+    for key in keys {
+        assert!(
+            text.contains(key),
+            "examples/corral.toml does not mention `{key}`"
+        );
+    }
+}
+
+/// The library example: a custom service behind the same master.
+#[test]
+fn the_custom_service_example_is_served() {
+    let exe = std::path::Path::new(BIN)
+        .parent()
+        .unwrap()
+        .join("examples/custom_service");
+    if !exe.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the full `cargo test`, which builds the examples"
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED the_custom_service_example_is_served: run the full `cargo test` to build the examples");
+        return;
+    }
+    let c = Corral::plain(2).exe(&exe).start();
+    let r = c.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["hello"], "world");
+    assert!(
+        r.header("x-request-id").is_some(),
+        "corral's hygiene applies to custom services"
+    );
+    assert_eq!(
+        http(&c.addr, "POST", "/echo", &[], &[b'x'; 1000]).json()["bytes"],
+        1000
+    );
+    let before = c.wait_workers(2, &[], T);
+    let mark = c.mark();
+    c.signal("HUP");
+    c.expect_log_after(mark, "reload complete", T);
+    c.wait_workers(2, &before, T);
+}
