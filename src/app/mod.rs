@@ -57,12 +57,14 @@ pub struct State {
 ///
 /// simplejwt asks the database every time. On SQLite so do we, unless nothing has
 /// written to the database since the answer was cached: an inotify watch on the database
-/// files, drained with one non-blocking `read` per request, empties the cache after any
-/// write by any process on the host. A deactivation that committed before a request
-/// arrived is therefore always seen, as with simplejwt, at a fraction of the cost. On
-/// PostgreSQL, whose writers may be on other hosts, every request queries.
+/// files, registered with the worker's reactor, empties the cache after any write by any
+/// process on the host. Its readiness is read from the reactor's last poll, which is no
+/// older than the poll that delivered the request (the reactor polls whenever the worker
+/// runs out of work, and at least every 61 task polls under load), so a deactivation that
+/// committed before a request arrived is seen, as with simplejwt, without a system call
+/// per request. On PostgreSQL, whose writers may be on other hosts, every request queries.
 pub struct UserCheck {
-    watch: Option<crate::sys::watch::Watcher>,
+    watch: Option<tokio::io::unix::AsyncFd<crate::sys::watch::Watcher>>,
     cache: Mutex<HashMap<i64, Option<bool>>>,
 }
 
@@ -72,8 +74,8 @@ impl UserCheck {
     fn new(c: &crate::config::DatabaseConfig) -> UserCheck {
         let watch = storage::DbUrl::parse(&c.url).ok().and_then(|u| u.sqlite_path).and_then(|path| {
             let mut w = crate::sys::watch::Watcher::new().ok()?;
-            match w.add(&path) {
-                Ok(()) => Some(w),
+            match w.add(&path).and_then(|()| w.register()) {
+                Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!("cannot watch {} ({e}); checking users in the database on every request", path.display());
                     None
@@ -90,7 +92,7 @@ impl UserCheck {
         let Some(watch) = &self.watch else {
             return storage::users::active_by_id(db, id).await;
         };
-        if watch.changed() {
+        if db_written(watch) {
             self.cache.lock().expect("not poisoned").clear();
         } else if let Some(v) = self.cache.lock().expect("not poisoned").get(&id) {
             return Ok(*v);
@@ -98,12 +100,29 @@ impl UserCheck {
         let v = storage::users::active_by_id(db, id).await?;
         let mut cache = self.cache.lock().expect("not poisoned");
         // A write during the query may have changed the answer: do not keep it.
-        if watch.changed() || cache.len() >= USER_CACHE_MAX {
+        if db_written(watch) || cache.len() >= USER_CACHE_MAX {
             cache.clear();
         } else {
             cache.insert(id, v);
         }
         Ok(v)
+    }
+}
+
+/// Whether the watched database files were written since the last call: the reactor's
+/// cached readiness first (no system call), then a drain of the events when it is set.
+fn db_written(watch: &tokio::io::unix::AsyncFd<crate::sys::watch::Watcher>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match watch.poll_read_ready(&mut cx) {
+        std::task::Poll::Pending => false,
+        std::task::Poll::Ready(Ok(mut ready)) => {
+            // Drains to EAGAIN; an event after the drain carries a newer reactor tick,
+            // which `clear_ready` leaves set.
+            let changed = ready.get_inner().changed();
+            ready.clear_ready();
+            changed
+        }
+        std::task::Poll::Ready(Err(_)) => true,
     }
 }
 

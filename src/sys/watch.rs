@@ -8,7 +8,7 @@
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 
 /// Which names in a watched directory matter.
@@ -34,7 +34,24 @@ const EVENTS: AddWatchFlags = AddWatchFlags::IN_MODIFY
     .union(AddWatchFlags::IN_CLOSE_WRITE)
     .union(AddWatchFlags::IN_ATTRIB);
 
+/// For [`Watcher::register`].
+impl AsRawFd for Watcher {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inotify.as_fd().as_raw_fd()
+    }
+}
+
 impl Watcher {
+    /// Registers the watch with the current tokio reactor, whose poll then tracks whether
+    /// events are pending (a worker reads that without a system call). Must be called
+    /// inside a runtime.
+    pub fn register(self) -> std::io::Result<tokio::io::unix::AsyncFd<Watcher>> {
+        // SAFETY: the descriptor is the `Inotify` that `self` owns and never replaces: it
+        // stays open, and `as_raw_fd` returns the same number, until the `AsyncFd` that
+        // takes ownership of `self` is dropped.
+        unsafe { tokio::io::unix::AsyncFd::register(self) }.map_err(std::io::Error::from)
+    }
+
     pub fn new() -> std::io::Result<Watcher> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         Ok(Watcher {

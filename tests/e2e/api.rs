@@ -1324,6 +1324,11 @@ fn user_commands() {
         Some(1)
     );
 
+    // Twice, so the worker's user cache holds alice as active: the deactivation below
+    // must empty it (inotify) for the next request to see it.
+    for _ in 0..2 {
+        assert_eq!(a.hello(&format!("Bearer {access}")).status, 200);
+    }
     let d = a.cli(&["user", "deactivate", "alice"], None);
     assert_eq!(d.code, Some(0), "{d:?}");
     expect(
