@@ -927,8 +927,8 @@ impl Arbiter {
     }
 
     /// Stops everything quickly after a fatal error, so no worker outlives its master.
+    /// The reason is logged once, by the caller of `master::run`, after "Shutting down".
     fn halt(&mut self, halt: Halt) -> Halt {
-        error!("{}", halt.reason);
         self.listeners.clear();
         let pids: Vec<Pid> = self
             .workers
