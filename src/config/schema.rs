@@ -271,4 +271,23 @@ mod tests {
         declared.sort();
         assert_eq!(paths, declared);
     }
+
+    /// The README documents every key and flag: one added here and not there fails.
+    #[test]
+    fn readme_documents_every_key_and_flag() {
+        let readme = include_str!("../../README.md");
+        for k in KEYS {
+            assert!(
+                readme.contains(&format!("`{}`", k.path)),
+                "README lacks key {}",
+                k.path
+            );
+            if let Some(f) = k.flag {
+                assert!(
+                    readme.contains(&format!("--{f}")),
+                    "README lacks flag --{f}"
+                );
+            }
+        }
+    }
 }
