@@ -115,7 +115,7 @@ fn migrate_command() -> Command {
         .subcommand(Command::new("check").about("Exit non-zero when anything is pending, drifted, missing or failed"))
         .subcommand(
             Command::new("new")
-                .about("Create up and down stubs for both dialects in --migrations-dir (default src/migrations)")
+                .about("Create up and down stubs for both dialects in --migrations-dir (default: src/storage/migrations in a checkout, else ./migrations)")
                 .arg(Arg::new("name").required(true))
                 .arg(Arg::new("no-transaction").long("no-transaction").action(ArgAction::SetTrue).help("Mark the stubs `-- no-transaction`")),
         )

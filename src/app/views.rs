@@ -288,7 +288,7 @@ pub async fn authenticate(s: &State, req: &Request<RequestBody>) -> Result<i64, 
         }
         Header::Token(t) => t,
     };
-    let claims = s.tokens.decode_as(&token, Kind::Access, storage::now_secs()).map_err(|e| {
+    let claims = s.tokens.decode_as(token, Kind::Access, storage::now_secs()).map_err(|e| {
         unauthorized(
             s,
             json!({

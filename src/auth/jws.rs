@@ -111,7 +111,7 @@ pub fn verify_raw(token: &str, alg: Algorithm, keys: &[VerifyKey]) -> Result<Vec
     if s.is_empty() {
         return Err(Refused::Malformed("no signature"));
     }
-    match jsonwebtoken::crypto::verify(s, token[..h.len() + 1 + p.len()].as_bytes(), key, alg) {
+    match jsonwebtoken::crypto::verify(s, &token.as_bytes()[..h.len() + 1 + p.len()], key, alg) {
         Ok(true) => b64(p),
         _ => Err(Refused::Signature),
     }

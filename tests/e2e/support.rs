@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,9 +46,10 @@ impl Drop for TempDir {
     }
 }
 
-/// Lines a process wrote, shared with the thread reading them.
+/// Lines a process wrote, shared with the thread reading them; the flag is set at end of
+/// file (the process, and every child sharing the pipe, closed it).
 #[derive(Clone, Default)]
-pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar, AtomicBool)>);
 
 impl Lines {
     fn collect<R: Read + Send + 'static>(&self, r: R, echo: bool) {
@@ -59,11 +60,30 @@ impl Lines {
                 if echo {
                     eprintln!("    | {line}");
                 }
-                let (m, cv) = &*me.0;
+                let (m, cv, _) = &*me.0;
                 m.lock().unwrap().push(line);
                 cv.notify_all();
             }
+            let (m, cv, eof) = &*me.0;
+            let _held = m.lock().unwrap();
+            eof.store(true, Ordering::SeqCst);
+            cv.notify_all();
         });
+    }
+
+    /// Waits until end of file: every line the writers wrote is here.
+    pub fn wait_eof(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (m, cv, eof) = &*self.0;
+        let mut lines = m.lock().unwrap();
+        while !eof.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+        true
     }
 
     /// Collects lines from `r` (a child's stdout or stderr) in the background.
@@ -82,7 +102,7 @@ impl Lines {
     /// Waits for a line at index `from` or later that contains `pat`.
     pub fn wait_for(&self, from: usize, pat: &str, timeout: Duration) -> Option<(usize, String)> {
         let deadline = Instant::now() + timeout;
-        let (m, cv) = &*self.0;
+        let (m, cv, _) = &*self.0;
         let mut lines = m.lock().unwrap();
         loop {
             if let Some((i, l)) = lines
@@ -250,8 +270,7 @@ pub fn run_stdin(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<
             .write_all(input.as_bytes())
             .unwrap();
     }
-    let out = wait_output(child, Duration::from_secs(60));
-    out
+    wait_output(child, Duration::from_secs(60))
 }
 
 fn wait_output(mut child: Child, timeout: Duration) -> Output {
@@ -392,6 +411,10 @@ impl Corral {
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 self.exited = Some(s);
+                // Its last lines may still be in the pipe: read them before anyone looks.
+                // Bounded: after a USR2 upgrade the new master still holds the pipe.
+                self.stderr.wait_eof(Duration::from_secs(1));
+                self.stdout.wait_eof(Duration::from_secs(1));
                 return Some(s);
             }
             if Instant::now() > deadline {

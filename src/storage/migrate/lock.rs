@@ -23,9 +23,12 @@ use tracing::warn;
 /// The advisory lock key: two int4s, "corr" and "migr".
 pub const PG_KEY: (i32, i32) = (0x636f_7272, 0x6d69_6772);
 
+/// A lock holder's backend pid, application name, client address and connection age (s).
+type Holder = (i32, Option<String>, Option<String>, Option<i64>);
+
 /// Who holds the lock, for messages.
 pub async fn pg_holder(conn: &mut PgConnection) -> Option<String> {
-    let row: Option<(i32, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+    let row: Option<Holder> = sqlx::query_as(
         "SELECT a.pid, a.application_name, a.client_addr::text,
                 CAST(EXTRACT(EPOCH FROM now() - a.backend_start) AS BIGINT)
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
