@@ -63,7 +63,9 @@ where
                     .unwrap_or("invalid usage")
                     .trim_start_matches("error: ");
                 eprintln!("corral: {first} (see --help)");
-                return ExitCode::from(exit::USAGE);
+                // `corral migrate` keeps 2 for "pending"; its usage errors are errors (1).
+                let migrate = args.get(1).is_some_and(|a| a == "migrate");
+                return ExitCode::from(if migrate { exit::FAILURE } else { exit::USAGE });
             }
         };
         let code = match m.subcommand() {

@@ -63,11 +63,15 @@ fn rules(c: &Config) -> Result<(), ConfigError> {
     }
 }
 
-/// The master's hook: enforce the rules, or load/create the development key.
+/// The master's hook: enforce the rules, or load/create the development key. Key files
+/// are parsed here too, so a bad one stops `serve` with exit 2 (and a HUP keeps the old
+/// generation) instead of failing in every worker.
 pub fn prepare(c: &mut Config) -> Result<(), ConfigError> {
     rules(c)?;
     if !hmac(c) {
-        return Ok(());
+        return crate::auth::keys::load(&c.auth)
+            .map(drop)
+            .map_err(ConfigError::new);
     }
     match &c.auth.secret_key {
         Some(k) if k.len() < MIN_SECRET_BYTES => {

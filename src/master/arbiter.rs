@@ -203,7 +203,16 @@ impl Arbiter {
         };
         let c = &self.loaded.config;
         let mut paths: Vec<PathBuf> = self.loaded.file.iter().cloned().collect();
-        paths.extend(c.database.migrations_dir.iter().cloned());
+        if let Some(dir) = &c.database.migrations_dir {
+            // Migrations may sit in per-dialect subfolders (as `migrate new` makes them).
+            paths.push(dir.clone());
+            paths.extend(
+                ["postgres", "sqlite"]
+                    .map(|d| dir.join(d))
+                    .into_iter()
+                    .filter(|d| d.is_dir()),
+            );
+        }
         paths.extend(c.reload_extra_file.iter().cloned());
         for p in &paths {
             if let Err(e) = watcher.add(p) {
@@ -323,7 +332,7 @@ impl Arbiter {
             }
         };
         if loaded.config.bind != self.loaded.config.bind {
-            warn!("The bind addresses changed; a reload keeps the current sockets (restart or USR2 to rebind)");
+            warn!("The bind addresses changed; a reload keeps the current sockets (restart to rebind; a USR2 upgrade inherits them too)");
         }
         self.notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=Reloading",

@@ -29,10 +29,8 @@ pub fn run(m: &ArgMatches) -> u8 {
     };
     let config = match config {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return crate::error::exit::USAGE;
-        }
+        // Exit 1, not 2: for `migrate`, 2 means "pending" and nothing else.
+        Err(e) => return fail(&MigrateError::Other(e), json, false),
     };
     let role = if boot { "migrate" } else { "cli" };
     // Interactive commands print their own report; the log only speaks up for problems.
@@ -72,22 +70,26 @@ pub fn run(m: &ArgMatches) -> u8 {
             }
             out.code
         }
-        Err(e) => {
-            if boot {
-                error!(kind = e.kind(), "{e}");
-            } else {
-                eprintln!("corral: {e}");
-            }
-            if json {
-                let err = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&err).expect("serialisable")
-                );
-            }
-            e.exit_code()
-        }
+        Err(e) => fail(&e, json, boot),
     }
+}
+
+/// Reports `e` (as a log line at boot, else on stderr; also as JSON with `--json`) and
+/// returns its exit code.
+fn fail(e: &MigrateError, json: bool, boot: bool) -> u8 {
+    if boot {
+        error!(kind = e.kind(), "{e}");
+    } else {
+        eprintln!("corral: {e}");
+    }
+    if json {
+        let err = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&err).expect("serialisable")
+        );
+    }
+    e.exit_code()
 }
 
 /// What a command produced.

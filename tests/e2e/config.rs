@@ -37,6 +37,24 @@ fn check_accepts_good_and_names_the_bad_key() {
         env.stderr
     );
 
+    // A key file that cannot be loaded stops `serve` itself with 2, naming the key,
+    // rather than failing in every worker.
+    let no_key = run(
+        dir.path(),
+        &["serve", "-b", "127.0.0.1:0", "--migrate", "off"],
+        &[
+            ("CORRAL_AUTH_ALGORITHM", "RS256"),
+            ("CORRAL_AUTH_SIGNING_KEY_FILE", "/nonexistent/key.pem"),
+        ],
+    );
+    assert_eq!(no_key.code, Some(2), "{no_key:?}");
+    assert!(
+        no_key.stderr.contains("/nonexistent/key.pem"),
+        "{}",
+        no_key.stderr
+    );
+    assert_eq!(no_key.stderr.matches("Booting worker").count(), 0);
+
     let flag = run(dir.path(), &["check", "--timeout=-5"], &[]);
     assert_eq!(flag.code, Some(2));
     assert!(

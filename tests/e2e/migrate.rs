@@ -177,6 +177,27 @@ fn status_json_and_exit_codes() {
             migrate(dir.path(), &db, &a)
         };
         assert_eq!(m(&["check"]).code, Some(2));
+        // A configuration or usage error is 1, never 2 ("pending"), and JSON with --json.
+        let bad = m(&["check", "--json", "--migrate", "sometimes"]);
+        assert_eq!(bad.code, Some(1), "{bad:?}");
+        let bad = run(
+            dir.path(),
+            &["migrate", "check", "--json"],
+            &[
+                ("DATABASE_URL", db.url()),
+                ("CORRAL_DATABASE_POOL_SIZE", "0"),
+            ],
+        );
+        assert_eq!(bad.code, Some(1), "{bad:?}");
+        let v: serde_json::Value = serde_json::from_str(&bad.stdout).unwrap();
+        assert_eq!(v["error"]["exit_code"], 1);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("database.pool_size"),
+            "{v}"
+        );
         let s = m(&["status", "--json"]);
         assert_eq!(s.code, Some(0), "{s:?}");
         let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
