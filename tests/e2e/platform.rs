@@ -364,15 +364,19 @@ fn procfile_web_line_under_honcho() {
     assert!(!out.all().iter().any(|l| l.contains("SIGKILL")));
 }
 
-/// `--reload`: a change to the configuration file replaces every worker.
+/// `--reload`: a change to the configuration file, or to a migration in a dialect
+/// subfolder of `--migrations-dir`, replaces every worker.
 #[test]
 fn reload_flag_restarts_workers_when_the_config_changes() {
     let dir = TempDir::new("reload");
     let cfg = dir.join("corral.toml");
     std::fs::write(&cfg, "workers = 2\n[database]\nmigrate = \"off\"\n").unwrap();
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(migrations.join("sqlite")).unwrap();
     let c = Corral::builder()
         .dir(dir.path())
         .args(["-b", "127.0.0.1:0", "-c", cfg.to_str().unwrap(), "--reload"])
+        .args(["--migrations-dir", migrations.to_str().unwrap()])
         .start();
     let before = c.wait_workers(2, &[], T);
     c.expect_log("Reloading on changes to", T);
@@ -384,7 +388,17 @@ fn reload_flag_restarts_workers_when_the_config_changes() {
     .unwrap();
     c.expect_log_after(mark, "Reload: watched files changed", T);
     c.expect_log_after(mark, "Generation 2 ready (2 workers); reload complete", T);
-    c.wait_workers(2, &before, T);
+    let second = c.wait_workers(2, &before, T);
+
+    let mark = c.mark();
+    std::fs::write(
+        migrations.join("sqlite/0002_more.up.sql"),
+        "CREATE TABLE t (x INT);\n",
+    )
+    .unwrap();
+    c.expect_log_after(mark, "Reload: watched files changed", T);
+    c.expect_log_after(mark, "Generation 3 ready (2 workers); reload complete", T);
+    c.wait_workers(2, &second, T);
 }
 
 /// Heroku sends SIGTERM to every process of the dyno at once: a clean exit, well within
