@@ -168,8 +168,10 @@ const HELLO_ALLOW: &str = "GET, HEAD, OPTIONS";
 
 async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<Full<Bytes>> {
     let head = req.method() == Method::HEAD;
-    let path = req.uri().path().to_string();
-    let reply = match path.as_str() {
+    // A cheap clone (shared bytes), so the request can move into its view.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let reply = match path {
         "/api/token/" => {
             token_view(s, req, "Token Obtain Pair", TOKEN_OBTAIN_DOC, views::obtain).await
         }

@@ -37,6 +37,66 @@ pub enum Refused {
 pub struct VerifyKey {
     pub kid: Option<String>,
     pub key: DecodingKey,
+    /// For HS*: the MAC already keyed, cloned per token instead of re-keyed (the inner and
+    /// outer key blocks are hashed once, at startup).
+    pub hmac: Option<Prekeyed>,
+}
+
+impl VerifyKey {
+    /// An HMAC secret for `alg` (HS256, HS384 or HS512), without a `kid`.
+    pub fn secret(secret: &[u8], alg: Algorithm) -> VerifyKey {
+        VerifyKey {
+            kid: None,
+            key: DecodingKey::from_secret(secret),
+            hmac: Prekeyed::new(secret, alg),
+        }
+    }
+
+    /// A public key.
+    pub fn public(kid: Option<String>, key: DecodingKey) -> VerifyKey {
+        VerifyKey {
+            kid,
+            key,
+            hmac: None,
+        }
+    }
+}
+
+/// A keyed HMAC state for one of the HS algorithms.
+#[derive(Clone)]
+pub enum Prekeyed {
+    S256(hmac::Hmac<sha2::Sha256>),
+    S384(hmac::Hmac<sha2::Sha384>),
+    S512(hmac::Hmac<sha2::Sha512>),
+}
+
+impl Prekeyed {
+    fn new(secret: &[u8], alg: Algorithm) -> Option<Prekeyed> {
+        use hmac::Mac;
+        match alg {
+            Algorithm::HS256 => hmac::Hmac::new_from_slice(secret).ok().map(Prekeyed::S256),
+            Algorithm::HS384 => hmac::Hmac::new_from_slice(secret).ok().map(Prekeyed::S384),
+            Algorithm::HS512 => hmac::Hmac::new_from_slice(secret).ok().map(Prekeyed::S512),
+            _ => None,
+        }
+    }
+
+    /// Whether `signature` (base64url, strictly: as jsonwebtoken decodes it) is the MAC of
+    /// `message`; compared in constant time.
+    fn verify(&self, signature: &str, message: &[u8]) -> bool {
+        use hmac::Mac;
+        // The largest HS signature is 64 bytes; room for the decoder's length estimate.
+        let mut buf = [0u8; 128];
+        let Ok(n) = URL_SAFE_NO_PAD.decode_slice(signature, &mut buf) else {
+            return false;
+        };
+        let sig = &buf[..n];
+        match self {
+            Prekeyed::S256(m) => m.clone().chain_update(message).verify_slice(sig).is_ok(),
+            Prekeyed::S384(m) => m.clone().chain_update(message).verify_slice(sig).is_ok(),
+            Prekeyed::S512(m) => m.clone().chain_update(message).verify_slice(sig).is_ok(),
+        }
+    }
 }
 
 /// Signs `payload` (already JSON) with `alg`: PyJWT's header and byte layout.
@@ -111,9 +171,18 @@ pub fn verify_raw(token: &str, alg: Algorithm, keys: &[VerifyKey]) -> Result<Vec
     if s.is_empty() {
         return Err(Refused::Malformed("no signature"));
     }
-    match jsonwebtoken::crypto::verify(s, &token.as_bytes()[..h.len() + 1 + p.len()], key, alg) {
-        Ok(true) => b64(p),
-        _ => Err(Refused::Signature),
+    let message = &token.as_bytes()[..h.len() + 1 + p.len()];
+    let valid = match &key.hmac {
+        Some(mac) => mac.verify(s, message),
+        None => matches!(
+            jsonwebtoken::crypto::verify(s, message, &key.key, alg),
+            Ok(true)
+        ),
+    };
+    if valid {
+        b64(p)
+    } else {
+        Err(Refused::Signature)
     }
 }
 
@@ -152,19 +221,18 @@ fn pick_key<'k>(
     kid: Option<&str>,
     kid_is_string: bool,
     keys: &'k [VerifyKey],
-) -> Result<&'k DecodingKey, Refused> {
+) -> Result<&'k VerifyKey, Refused> {
     let first = keys.first().ok_or(Refused::UnknownKid)?;
     if first.kid.is_none() {
-        return Ok(&first.key);
+        return Ok(first);
     }
     match kid {
         Some(kid) => keys
             .iter()
             .find(|k| k.kid.as_deref() == Some(kid))
-            .map(|k| &k.key)
             .ok_or(Refused::UnknownKid),
         None if kid_is_string => Err(Refused::UnknownKid),
-        None => Ok(&first.key),
+        None => Ok(first),
     }
 }
 
@@ -340,10 +408,40 @@ mod tests {
     use super::*;
 
     fn hs(secret: &[u8]) -> Vec<VerifyKey> {
-        vec![VerifyKey {
-            kid: None,
-            key: DecodingKey::from_secret(secret),
-        }]
+        vec![VerifyKey::secret(secret, Algorithm::HS256)]
+    }
+
+    /// The pre-keyed MAC and jsonwebtoken agree on every HS algorithm, for good,
+    /// tampered, truncated, padded and non-canonical signatures.
+    #[test]
+    fn prekeyed_hmac_agrees_with_jsonwebtoken() {
+        let secret = b"a-secret-that-is-long-enough-for-every-test-0123456789";
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let tok = encode(r#"{"a":1}"#, alg, None, &EncodingKey::from_secret(secret)).unwrap();
+            let (msg, sig) = tok.rsplit_once('.').unwrap();
+            let mut last = sig.to_string();
+            let c = last.pop().unwrap();
+            let flipped = format!("{last}{}", if c == 'A' { 'B' } else { 'A' });
+            let candidates = [
+                sig.to_string(),
+                flipped,
+                sig[..sig.len() - 2].to_string(),
+                format!("{sig}="),
+                sig.replace('-', "+").replace('_', "/"),
+                String::new(),
+                "A".repeat(400),
+            ];
+            let key = VerifyKey::secret(secret, alg);
+            let mac = key.hmac.as_ref().expect("an HS key is pre-keyed");
+            for cand in candidates {
+                let theirs = matches!(
+                    jsonwebtoken::crypto::verify(&cand, msg.as_bytes(), &key.key, alg),
+                    Ok(true)
+                );
+                assert_eq!(mac.verify(&cand, msg.as_bytes()), theirs, "{alg:?} {cand}");
+                assert_eq!(theirs, cand == sig, "{alg:?} {cand}");
+            }
+        }
     }
 
     #[test]
@@ -369,7 +467,7 @@ mod tests {
         let tok = format!("{input}.s0h6KThzkfBBBkLspW1h84VsJZFTsPPqMDA7g1Md7p0");
         let ring = vec![VerifyKey {
             kid: Some("018c0ae5-4d9b-471b-bfd6-eef314bc7037".into()),
-            key: DecodingKey::from_secret(&key),
+            ..VerifyKey::secret(&key, Algorithm::HS256)
         }];
         let payload = verify_raw(&tok, Algorithm::HS256, &ring).unwrap();
         assert!(String::from_utf8(payload)

@@ -37,10 +37,7 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
             alg,
             signing: EncodingKey::from_secret(secret.as_bytes()),
             signing_kid: None,
-            verify: vec![VerifyKey {
-                kid: None,
-                key: DecodingKey::from_secret(secret.as_bytes()),
-            }],
+            verify: vec![VerifyKey::secret(secret.as_bytes(), alg)],
             jwks: json!({ "keys": [] }),
         });
     }
@@ -73,10 +70,7 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
             c.algorithm
         )
     })?;
-    let mut verify = vec![VerifyKey {
-        kid: Some(kid.clone()),
-        key,
-    }];
+    let mut verify = vec![VerifyKey::public(Some(kid.clone()), key)];
     super::jws::decode(&probe, alg, &verify).map_err(|_| {
         format!(
             "auth.signing_key_file {}: the key does not match {}",
@@ -105,10 +99,7 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
         if verify.iter().any(|k| k.kid.as_deref() == Some(&kid)) {
             continue; // the signing key listed again
         }
-        verify.push(VerifyKey {
-            kid: Some(kid),
-            key,
-        });
+        verify.push(VerifyKey::public(Some(kid), key));
         keys.push(jwk);
     }
     Ok(KeySet {
