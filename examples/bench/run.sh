@@ -31,7 +31,8 @@ CORRAL=$ROOT/target/release/corral
 (cd "$ROOT" && cargo build --release --quiet)
 HYPER=""
 if [[ -d $PEERS/hyper_jwt ]]; then
-  rm -rf "$OUT/hyper_jwt"; cp -r "$PEERS/hyper_jwt" "$OUT/hyper_jwt"; chmod -R u+w "$OUT/hyper_jwt"
+  # A writable copy (the peers may be read-only); kept between runs so cargo rebuilds only on change.
+  mkdir -p "$OUT/hyper_jwt"; cp -r --update "$PEERS/hyper_jwt/." "$OUT/hyper_jwt/"; chmod -R u+w "$OUT/hyper_jwt"
   (cd "$OUT/hyper_jwt" && cargo build --release --quiet) && HYPER=$OUT/hyper_jwt/target/release/hyper_jwt
 fi
 DATA=$(mktemp -d "$OUT/data.XXXXXX")
@@ -72,8 +73,12 @@ for ((j = 0; j < 5000; j++)); do probe $port && break; sleep 0.002; done
 export TOKEN=$(curl -s -X POST -H 'Content-Type: application/json' -d '{"username":"bench","password":"bench-password-1"}' http://127.0.0.1:$port/api/token/ | jq -r .access)
 [[ $(curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$port/hello/) == *Hello* ]] || { echo "bench: no token" >&2; exit 1; }
 if [[ -n $HYPER ]]; then
-  hport=$(free_port); "$HYPER" "$hport" >/dev/null 2>&1 & HPID=$!; PIDS+=($HPID); sleep 0.3
-  [[ $(curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$hport/hello/) == *Hello* ]] || { echo "bench: hyper_jwt refused the token" >&2; HYPER=""; }
+  hport=$(free_port); "$HYPER" "$hport" >/dev/null 2>&1 & HPID=$!; PIDS+=($HPID)
+  # Wait (bounded) until it answers /hello/ with this token; it shares SECRET_KEY.
+  for ((j = 0; j < 500; j++)); do
+    [[ $(curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$hport/hello/) == *Hello* ]] && break; sleep 0.01
+  done
+  ((j < 500)) || { echo "bench: hyper_jwt did not answer /hello/ with the token; skipping it" >&2; HYPER=""; }
 fi
 
 measure() { # name url pids... -> JSON with rps, latency, cpu_us_per_request

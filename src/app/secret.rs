@@ -34,13 +34,21 @@ fn hmac(c: &Config) -> bool {
     c.auth.algorithm.starts_with("HS")
 }
 
-/// `corral check`: the rules of `prepare`, without creating anything, plus the key files.
+/// `corral check`: the rules and key files of `prepare`, without creating anything.
 pub fn check(c: &Config) -> Result<(), ConfigError> {
     rules(c)?;
-    if !hmac(c) {
-        crate::auth::keys::load(&c.auth).map_err(ConfigError::new)?;
+    if hmac(c) {
+        Ok(())
+    } else {
+        key_files(c)
     }
-    Ok(())
+}
+
+/// Parses the PEM key files of an asymmetric algorithm (errors name the key and file).
+fn key_files(c: &Config) -> Result<(), ConfigError> {
+    crate::auth::keys::load(&c.auth)
+        .map(drop)
+        .map_err(ConfigError::new)
 }
 
 fn rules(c: &Config) -> Result<(), ConfigError> {
@@ -69,9 +77,7 @@ fn rules(c: &Config) -> Result<(), ConfigError> {
 pub fn prepare(c: &mut Config) -> Result<(), ConfigError> {
     rules(c)?;
     if !hmac(c) {
-        return crate::auth::keys::load(&c.auth)
-            .map(drop)
-            .map_err(ConfigError::new);
+        return key_files(c);
     }
     match &c.auth.secret_key {
         Some(k) if k.len() < MIN_SECRET_BYTES => {
