@@ -2,7 +2,7 @@
 //! limits, request ids and access log as the bundled JWT app.
 //!
 //! ```text
-//! cargo run --example custom_service -- serve --migrate off -b 127.0.0.1:8080 -w 2
+//! cargo run --example custom_service -- serve -b 127.0.0.1:8080 -w 2
 //! curl -s localhost:8080/             # {"hello":"world","worker":1234,"generation":1}
 //! curl -s -d 'some bytes' localhost:8080/echo
 //! kill -HUP <master pid>              # new workers, no failed request
@@ -10,6 +10,17 @@
 //!
 //! The binary is re-executed for each worker, so `main` must only call `Server::run`;
 //! the factory closure runs in every worker, after its event loop has started.
+//!
+//! It brings nothing else, so it gets nothing else: no `user` command, no `[auth]` keys,
+//! no tables and no migration step at boot. A service with a schema of its own embeds
+//! its migrations and hands them over the same way the JWT app does:
+//!
+//! ```text
+//! use corral::storage::migrate::{Embedded, Migrations};
+//! const SQLITE: &[Embedded] = &[Embedded { version: 1, name: "visits",
+//!     up: include_str!("migrations/sqlite/0001_visits.up.sql"), down: None }];
+//! corral::App::new(factory).migrations(Migrations { postgres: POSTGRES, sqlite: SQLITE, source_dir: None })
+//! ```
 
 use bytes::Bytes;
 use corral::http::RequestBody;
@@ -49,11 +60,13 @@ async fn handle(
 }
 
 fn main() -> std::process::ExitCode {
-    corral::Server::new(|ctx: corral::worker::Context| async move {
-        let generation = ctx.generation;
-        Ok(hyper::service::service_fn(move |req| {
-            handle(generation, req)
-        }))
-    })
+    corral::Server::new(corral::App::new(
+        |ctx: corral::worker::Context| async move {
+            let generation = ctx.generation;
+            Ok(hyper::service::service_fn(move |req| {
+                handle(generation, req)
+            }))
+        },
+    ))
     .run()
 }

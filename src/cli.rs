@@ -1,29 +1,36 @@
-//! The command line: `serve`, `check`, `config`, `migrate …`, `user …`, and the hidden
-//! `worker`, with every configuration flag generated from [`crate::config::schema::KEYS`].
+//! The command line: `serve`, `check`, `config`, `migrate …`, the application's commands,
+//! and the hidden `worker`, with every configuration flag generated from the
+//! [`Schema`].
 //!
-//! Raw values only; meaning and validation belong to `config::load` (ripgrep's
-//! low-args/high-args split). Usage errors print one line and exit with code 2.
+//! Configuration flags stay raw here; meaning and validation belong to `config::load`
+//! (ripgrep's low-args/high-args split). What one corral process tells another on its
+//! command line is typed: [`WorkerArgs`], [`MigrateBootArgs`] and [`UpgradeArgs`] each
+//! write their argv and parse it back with the same declarations, so a malformed
+//! handoff is a usage error, never a silent default.
 
-use crate::config::schema::{Kind, KEYS};
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use crate::config::schema::{Key, Kind, Schema};
+use crate::storage::MigrateMode;
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
+use std::ffi::OsString;
+use std::os::fd::RawFd;
 
 /// Which configuration flags a subcommand takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum FlagSet {
+pub(crate) enum FlagSet {
     /// Every key: serve, check, config.
     All,
     /// Database and logging keys: migrate, user.
     Data,
 }
 
-fn config_args(set: FlagSet) -> Vec<Arg> {
+pub(crate) fn config_args(schema: &'static Schema, set: FlagSet) -> Vec<Arg> {
     let mut out = vec![Arg::new("config")
         .short('c')
         .long("config")
         .value_name("FILE")
         .help("Configuration file (TOML); ./corral.toml is read when present")
         .global(true)];
-    for key in KEYS {
+    for key in schema.keys() {
         let Some(flag) = key.flag else { continue };
         let wanted = match set {
             FlagSet::All => true,
@@ -32,7 +39,7 @@ fn config_args(set: FlagSet) -> Vec<Arg> {
         if !wanted {
             continue;
         }
-        // On `migrate` and `user` the flags may follow the sub-subcommand.
+        // On `migrate` and the app's commands the flags may follow the sub-subcommand.
         let mut arg = Arg::new(key.path)
             .long(flag)
             .help(key.help)
@@ -62,9 +69,12 @@ fn config_args(set: FlagSet) -> Vec<Arg> {
 }
 
 /// The flags given on the command line, as raw strings per key.
-pub fn flag_values(m: &ArgMatches) -> Vec<(&'static crate::config::schema::Key, Vec<String>)> {
+pub(crate) fn flag_values(
+    schema: &'static Schema,
+    m: &ArgMatches,
+) -> Vec<(&'static Key, Vec<String>)> {
     let mut out = vec![];
-    for key in KEYS {
+    for key in schema.keys() {
         if key.flag.is_none() || !m.try_contains_id(key.path).unwrap_or(false) {
             continue;
         }
@@ -83,10 +93,6 @@ pub fn flag_values(m: &ArgMatches) -> Vec<(&'static crate::config::schema::Key, 
     out
 }
 
-fn hidden_fd(name: &'static str) -> Arg {
-    Arg::new(name).long(name).hide(true).value_name("FD")
-}
-
 fn json_flag() -> Arg {
     Arg::new("json")
         .long("json")
@@ -94,7 +100,7 @@ fn json_flag() -> Arg {
         .help("Machine-readable output")
 }
 
-fn migrate_command() -> Command {
+fn migrate_command(schema: &'static Schema) -> Command {
     let to = || {
         Arg::new("to")
             .long("to")
@@ -104,10 +110,9 @@ fn migrate_command() -> Command {
     Command::new("migrate")
         .about("Inspect and apply database migrations (exit codes: 0 ok, 1 error, 2 pending, 3 drift or missing, 4 lock timeout, 5 failed)")
         .subcommand_required(true)
-        .args(config_args(FlagSet::Data))
+        .args(config_args(schema, FlagSet::Data))
         .arg(json_flag().global(true))
-        .arg(hidden_fd("config-fd").global(true))
-        .arg(Arg::new("boot").long("boot").action(ArgAction::SetTrue).hide(true).global(true))
+        .args(MigrateBootArgs::args())
         .subcommand(Command::new("status").about("Every migration: applied, pending, drifted, missing or failed"))
         .subcommand(Command::new("plan").about("What `apply` would do, in order").arg(to()))
         .subcommand(Command::new("apply").about("Apply pending migrations under the migration lock").arg(to()))
@@ -115,7 +120,7 @@ fn migrate_command() -> Command {
         .subcommand(Command::new("check").about("Exit non-zero when anything is pending, drifted, missing or failed"))
         .subcommand(
             Command::new("new")
-                .about("Create up and down stubs for both dialects in --migrations-dir (default: src/storage/migrations in a checkout, else ./migrations)")
+                .about("Create up and down stubs for both dialects in --migrations-dir (default: src/app/migrations in a checkout of corral, else ./migrations)")
                 .arg(Arg::new("name").required(true))
                 .arg(Arg::new("no-transaction").long("no-transaction").action(ArgAction::SetTrue).help("Mark the stubs `-- no-transaction`")),
         )
@@ -136,78 +141,324 @@ fn migrate_command() -> Command {
         .subcommand(Command::new("lock").about("The migration lock").subcommand_required(true).subcommand(Command::new("status").about("Who holds the migration lock")))
 }
 
-fn user_command() -> Command {
-    let name = || Arg::new("username").required(true);
-    let stdin = || {
-        Arg::new("password-stdin")
-            .long("password-stdin")
-            .action(ArgAction::SetTrue)
-            .help("Read the password from standard input instead of a prompt")
-    };
-    Command::new("user")
-        .about("Manage the JWT app's users")
-        .subcommand_required(true)
-        .args(config_args(FlagSet::Data))
-        .subcommand(
-            Command::new("create")
-                .about("Create a user")
-                .arg(name())
-                .arg(stdin())
-                .arg(Arg::new("inactive").long("inactive").action(ArgAction::SetTrue).help("Create it inactive")),
-        )
-        .subcommand(Command::new("passwd").about("Set a user's password").arg(name()).arg(stdin()))
-        .subcommand(Command::new("deactivate").about("Deactivate a user (logins and tokens stop working)").arg(name()))
-        .subcommand(Command::new("list").about("List users").arg(json_flag()))
-        .subcommand(
-            Command::new("import-django")
-                .about("Import users from `manage.py dumpdata auth.user` JSON, keeping ids and password hashes")
-                .arg(Arg::new("file").required(true).help("JSON file ('-' for standard input)")),
-        )
-}
-
-/// The whole command tree.
-pub fn command() -> Command {
-    Command::new("corral")
-        .about("A pre-fork process manager for the web, with a bundled JWT-auth API")
+/// The whole command tree: the core's commands, then the application's (each given the
+/// database and log flags).
+pub(crate) fn command(schema: &'static Schema, app: impl IntoIterator<Item = Command>) -> Command {
+    let mut cmd = Command::new("corral")
+        .about("A pre-fork process manager for the web")
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(
             Command::new("serve")
                 .about("Bind, migrate, then run and supervise workers")
-                .args(config_args(FlagSet::All))
-                .arg(Arg::new("upgrade-fds").long("upgrade-fds").hide(true))
-                .arg(hidden_fd("upgrade-sock")),
+                .args(config_args(schema, FlagSet::All))
+                .args(UpgradeArgs::args()),
         )
         .subcommand(
             Command::new("check")
                 .about("Validate the configuration and exit (0 ok, 2 invalid)")
-                .args(config_args(FlagSet::All)),
+                .args(config_args(schema, FlagSet::All)),
         )
         .subcommand(
             Command::new("config")
                 .about("Print the effective configuration and where each value came from")
-                .args(config_args(FlagSet::All)),
+                .args(config_args(schema, FlagSet::All)),
         )
-        .subcommand(migrate_command())
-        .subcommand(user_command())
-        .subcommand(
-            Command::new("worker")
-                .hide(true)
-                .arg(Arg::new("fds").long("fds").required(true))
-                .arg(hidden_fd("scoreboard").required(true))
-                .arg(hidden_fd("config-fd").required(true))
-                .arg(hidden_fd("wake-fd").required(true))
-                .arg(Arg::new("generation").long("generation").required(true))
-                .arg(hidden_fd("balance-fd"))
-                .arg(Arg::new("balance-slot").long("balance-slot")),
-        )
+        .subcommand(migrate_command(schema));
+    for c in app {
+        cmd = cmd.subcommand(c.args(config_args(schema, FlagSet::Data)));
+    }
+    cmd.subcommand(Command::new("worker").hide(true).args(WorkerArgs::args()))
+}
+
+/// `3,4,5`: how descriptor lists travel in argv.
+fn fd_list(s: &str) -> Result<Vec<RawFd>, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.trim()
+                .parse::<RawFd>()
+                .map_err(|_| format!("bad descriptor number {p:?}"))
+        })
+        .collect()
+}
+
+fn encode_fds(fds: &[RawFd]) -> String {
+    fds.iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hidden(name: &'static str) -> Arg {
+    Arg::new(name).long(name).hide(true)
+}
+
+/// What a master tells a worker it starts: `corral worker …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerArgs {
+    /// The listening sockets.
+    pub fds: Vec<RawFd>,
+    /// Its scoreboard (a memfd).
+    pub scoreboard: RawFd,
+    /// The configuration handoff (a memfd).
+    pub config_fd: RawFd,
+    /// The write end of the master's wake-up pipe.
+    pub wake_fd: RawFd,
+    pub generation: u64,
+    /// The balance board and this worker's slot in it, when a slot was free.
+    pub balance: Option<(RawFd, usize)>,
+}
+
+impl WorkerArgs {
+    fn args() -> Vec<Arg> {
+        vec![
+            hidden("fds").required(true).value_parser(fd_list),
+            hidden("scoreboard")
+                .required(true)
+                .value_parser(value_parser!(RawFd)),
+            hidden("config-fd")
+                .required(true)
+                .value_parser(value_parser!(RawFd)),
+            hidden("wake-fd")
+                .required(true)
+                .value_parser(value_parser!(RawFd)),
+            hidden("generation")
+                .required(true)
+                .value_parser(value_parser!(u64)),
+            hidden("balance-fd")
+                .value_parser(value_parser!(RawFd))
+                .requires("balance-slot"),
+            hidden("balance-slot")
+                .value_parser(value_parser!(usize))
+                .requires("balance-fd"),
+        ]
+    }
+
+    /// argv after the program name.
+    pub fn to_argv(&self) -> Vec<OsString> {
+        let mut v: Vec<String> = vec![
+            "worker".into(),
+            "--fds".into(),
+            encode_fds(&self.fds),
+            "--scoreboard".into(),
+            self.scoreboard.to_string(),
+            "--config-fd".into(),
+            self.config_fd.to_string(),
+            "--wake-fd".into(),
+            self.wake_fd.to_string(),
+            "--generation".into(),
+            self.generation.to_string(),
+        ];
+        if let Some((fd, slot)) = self.balance {
+            v.extend([
+                "--balance-fd".into(),
+                fd.to_string(),
+                "--balance-slot".into(),
+                slot.to_string(),
+            ]);
+        }
+        v.into_iter().map(OsString::from).collect()
+    }
+
+    pub fn from_matches(m: &ArgMatches) -> WorkerArgs {
+        let fd = |n: &str| *m.get_one::<RawFd>(n).expect("required by clap");
+        WorkerArgs {
+            fds: m
+                .get_one::<Vec<RawFd>>("fds")
+                .cloned()
+                .expect("required by clap"),
+            scoreboard: fd("scoreboard"),
+            config_fd: fd("config-fd"),
+            wake_fd: fd("wake-fd"),
+            generation: *m.get_one::<u64>("generation").expect("required by clap"),
+            balance: m
+                .get_one::<RawFd>("balance-fd")
+                .zip(m.get_one::<usize>("balance-slot"))
+                .map(|(f, s)| (*f, *s)),
+        }
+    }
+}
+
+/// What a master tells the migration runner it starts at boot or on `HUP`:
+/// `corral migrate apply|check --boot --config-fd N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateBootArgs {
+    pub mode: MigrateMode,
+    pub config_fd: RawFd,
+}
+
+impl MigrateBootArgs {
+    fn args() -> Vec<Arg> {
+        vec![
+            hidden("config-fd")
+                .global(true)
+                .value_parser(value_parser!(RawFd))
+                .requires("boot"),
+            hidden("boot")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .requires("config-fd"),
+        ]
+    }
+
+    pub fn to_argv(&self) -> Vec<OsString> {
+        let mode = match self.mode {
+            MigrateMode::Check => "check",
+            _ => "apply",
+        };
+        [
+            "migrate",
+            mode,
+            "--boot",
+            "--config-fd",
+            &self.config_fd.to_string(),
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
+    }
+
+    /// `Some` when this `migrate` command was started by a master.
+    pub fn from_matches(m: &ArgMatches) -> Option<RawFd> {
+        m.get_flag("boot")
+            .then(|| m.get_one::<RawFd>("config-fd").copied())
+            .flatten()
+    }
+}
+
+/// What an old master tells the new one it starts on `USR2`: the listening sockets and
+/// its end of a socket pair, appended to the `serve` arguments it was started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeArgs {
+    pub fds: Vec<RawFd>,
+    pub sock: RawFd,
+}
+
+impl UpgradeArgs {
+    const FDS: &'static str = "upgrade-fds";
+    const SOCK: &'static str = "upgrade-sock";
+
+    fn args() -> Vec<Arg> {
+        vec![
+            hidden(Self::FDS).value_parser(fd_list).requires(Self::SOCK),
+            hidden(Self::SOCK)
+                .value_parser(value_parser!(RawFd))
+                .requires(Self::FDS),
+        ]
+    }
+
+    pub fn to_argv(&self) -> Vec<OsString> {
+        [
+            format!("--{}", Self::FDS),
+            encode_fds(&self.fds),
+            format!("--{}", Self::SOCK),
+            self.sock.to_string(),
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
+    }
+
+    pub fn from_matches(m: &ArgMatches) -> Option<UpgradeArgs> {
+        Some(UpgradeArgs {
+            fds: m.get_one::<Vec<RawFd>>(Self::FDS)?.clone(),
+            sock: *m.get_one::<RawFd>(Self::SOCK)?,
+        })
+    }
+
+    /// `args` without these flags (a master's own argv, before it appends new ones).
+    pub fn strip(args: &[OsString]) -> Vec<OsString> {
+        let flags = [format!("--{}", Self::FDS), format!("--{}", Self::SOCK)];
+        let mut clean = vec![];
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let s = a.to_string_lossy();
+            if flags.iter().any(|f| *f == s) {
+                it.next();
+                continue;
+            }
+            if flags.iter().any(|f| s.starts_with(&format!("{f}="))) {
+                continue;
+            }
+            clean.push(a.clone());
+        }
+        clean
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    static CORE: Schema = Schema::new(None);
+
     #[test]
     fn command_tree_is_consistent() {
-        super::command().debug_assert();
+        command(&CORE, []).debug_assert();
+    }
+
+    /// Each handoff's argv parses back to the same value, and a malformed one is refused.
+    #[test]
+    fn handoff_args_round_trip() {
+        let parse = |argv: Vec<OsString>| {
+            let mut full = vec![OsString::from("corral")];
+            full.extend(argv);
+            command(&CORE, []).try_get_matches_from(full)
+        };
+        for balance in [Some((9, 2)), None] {
+            let w = WorkerArgs {
+                fds: vec![3, 4],
+                scoreboard: 5,
+                config_fd: 6,
+                wake_fd: 7,
+                generation: 8,
+                balance,
+            };
+            let m = parse(w.to_argv()).unwrap();
+            assert_eq!(
+                WorkerArgs::from_matches(m.subcommand_matches("worker").unwrap()),
+                w
+            );
+        }
+        let b = MigrateBootArgs {
+            mode: MigrateMode::Check,
+            config_fd: 11,
+        };
+        let m = parse(b.to_argv()).unwrap();
+        let (_, mm) = m.subcommand().unwrap();
+        assert_eq!(MigrateBootArgs::from_matches(mm), Some(11));
+        assert_eq!(mm.subcommand_name(), Some("check"));
+        let u = UpgradeArgs {
+            fds: vec![3],
+            sock: 12,
+        };
+        let mut argv = vec![OsString::from("serve")];
+        argv.extend(u.to_argv());
+        let m = parse(argv.clone()).unwrap();
+        assert_eq!(
+            UpgradeArgs::from_matches(m.subcommand_matches("serve").unwrap()),
+            Some(u)
+        );
+        assert_eq!(UpgradeArgs::strip(&argv), vec![OsString::from("serve")]);
+        let good = WorkerArgs {
+            fds: vec![3],
+            scoreboard: 5,
+            config_fd: 6,
+            wake_fd: 7,
+            generation: 1,
+            balance: None,
+        }
+        .to_argv();
+        let mut bad = good.clone();
+        bad[2] = "3,x".into();
+        assert!(
+            parse(bad).is_err(),
+            "a malformed descriptor list is refused"
+        );
+        let mut slotless = good;
+        slotless.extend(["--balance-slot".into(), "none".into()]);
+        assert!(parse(slotless).is_err(), "\"none\" is not a slot");
     }
 }

@@ -8,14 +8,24 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: the entry point a binary calls ([`Server`]), command dispatch.
-//! - [`cli`], [`config`]: command line and layered configuration (flags > env > file > defaults).
-//! - [`master`]: the supervision loop (single-threaded, no runtime, no database).
-//! - [`worker`], [`http`]: a worker process and its HTTP server (limits, timeouts, draining).
-//! - [`app`], [`auth`]: the bundled JWT app (simplejwt's endpoints and errors).
-//! - [`storage`]: SQLite/PostgreSQL access and the migration runner.
-//! - [`sys`]: the OS layer, the only module with `unsafe`.
-//! - [`logging`], [`error`]: log output, exit codes.
+//! Layers point one way: the binary (`main.rs`) hands the bundled [`app`] to the core,
+//! and nothing in the core names the app.
+//!
+//! - The core's entry: [`Server`] and the dispatch of commands (`cmd`), the command line
+//!   (`cli`, with the typed argv one corral process hands another), and [`App`], the one
+//!   value through which an application plugs in ([`service`]).
+//! - [`config`]: the typed configuration, loaded in layers (flags > env > file >
+//!   defaults), and its handoff to child processes.
+//! - `master`: the supervision loop (single-threaded, no runtime, no database), made of
+//!   small owners: the arbiter, reconciliation, generations, spawning, systemd, the dev
+//!   reloader and the binary upgrade.
+//! - [`worker`], [`http`]: a worker process and its HTTP server (limits, timeouts,
+//!   draining, access log).
+//! - [`storage`]: database URLs, pools and the migration runner.
+//! - `sys`: the OS layer, the only module with `unsafe`.
+//! - [`logging`], [`error`]: log output, the one exit-code table.
+//! - [`app`]: the bundled JWT app (simplejwt's endpoints and errors, users, tokens, its
+//!   migrations and its `user` command), built only on the core's public surface.
 //!
 //! # Serving your own service
 //!
@@ -24,11 +34,11 @@
 //! use hyper::{Request, Response};
 //!
 //! fn main() -> std::process::ExitCode {
-//!     corral::Server::new(|_ctx: corral::worker::Context| async {
+//!     corral::Server::new(corral::App::new(|_ctx: corral::worker::Context| async {
 //!         Ok(hyper::service::service_fn(|_req: Request<corral::http::RequestBody>| async {
 //!             Ok::<_, std::convert::Infallible>(Response::new(Full::new(bytes::Bytes::from("hi\n"))))
 //!         }))
-//!     })
+//!     }))
 //!     .run()
 //! }
 //! ```
@@ -36,17 +46,18 @@
 #![deny(unsafe_code)]
 
 pub mod app;
-pub mod auth;
-pub mod cli;
+mod cli;
+mod cmd;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod logging;
-pub mod master;
-pub mod server;
+mod master;
+pub mod service;
 pub mod storage;
 #[allow(unsafe_code)]
-pub mod sys;
+mod sys;
 pub mod worker;
 
-pub use server::Server;
+pub use cmd::Server;
+pub use service::App;

@@ -67,23 +67,23 @@ impl Sink {
 
 /// A log destination shared by every writer of this process, reopenable on USR1.
 #[derive(Debug, Clone)]
-pub struct SharedSink(Arc<Mutex<Sink>>);
+pub(crate) struct SharedSink(Arc<Mutex<Sink>>);
 
 impl SharedSink {
-    pub fn open(dest: &str, default_stderr: bool) -> io::Result<SharedSink> {
+    pub(crate) fn open(dest: &str, default_stderr: bool) -> io::Result<SharedSink> {
         Ok(SharedSink(Arc::new(Mutex::new(Sink::open(
             dest,
             default_stderr,
         )?))))
     }
 
-    pub fn write_line(&self, line: &[u8]) {
+    pub(crate) fn write_line(&self, line: &[u8]) {
         if let Ok(mut s) = self.0.lock() {
             s.write_line(line);
         }
     }
 
-    pub fn reopen(&self) -> io::Result<()> {
+    pub(crate) fn reopen(&self) -> io::Result<()> {
         self.0
             .lock()
             .map_err(|_| io::Error::other("log sink poisoned"))?
@@ -95,59 +95,73 @@ impl SharedSink {
     }
 }
 
-/// Text or JSON lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+/// `--log-format`: text (Gunicorn-like lines) or JSON (one object per line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
     Text,
     Json,
 }
 
-impl Format {
-    pub fn parse(s: &str) -> Format {
-        if s == "json" {
-            Format::Json
-        } else {
-            Format::Text
+impl LogFormat {
+    /// The values `--log-format` accepts.
+    pub const NAMES: &'static [&'static str] = &["text", "json"];
+}
+
+/// `--log-level`: Gunicorn's five levels (`critical` logs what `error` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    /// The values `--log-level` accepts (case-insensitive).
+    pub const NAMES: &'static [&'static str] = &["debug", "info", "warning", "error", "critical"];
+
+    fn tracing(self) -> Level {
+        match self {
+            LogLevel::Debug => Level::DEBUG,
+            LogLevel::Info => Level::INFO,
+            LogLevel::Warning => Level::WARN,
+            LogLevel::Error | LogLevel::Critical => Level::ERROR,
         }
     }
 }
 
 /// What `init` needs to know.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub level: String,
-    pub format: Format,
-    pub error_logfile: String,
-    /// `master`, `worker`, `migrate`: added to JSON lines.
-    pub role: &'static str,
+pub(crate) struct Settings {
+    pub(crate) level: LogLevel,
+    pub(crate) format: LogFormat,
+    pub(crate) error_logfile: String,
+    /// `master`, `worker`, `migrate`, `cli`: added to JSON lines.
+    pub(crate) role: &'static str,
 }
 
 /// Handle kept by the process to reopen its error log on USR1.
 #[derive(Debug, Clone)]
-pub struct Handle {
+pub(crate) struct Handle {
     sink: SharedSink,
 }
 
 impl Handle {
-    pub fn reopen(&self) -> io::Result<()> {
+    pub(crate) fn reopen(&self) -> io::Result<()> {
         self.sink.reopen()
     }
 }
 
-fn level_of(name: &str) -> Level {
-    match name {
-        "debug" => Level::DEBUG,
-        "warning" | "warn" => Level::WARN,
-        "error" | "critical" => Level::ERROR,
-        _ => Level::INFO,
-    }
-}
-
 /// Installs the global tracing subscriber.
-pub fn init(s: &Settings) -> io::Result<Handle> {
+pub(crate) fn init(s: &Settings) -> io::Result<Handle> {
     let sink = SharedSink::open(&s.error_logfile, true)?;
-    let level = level_of(&s.level);
-    let style = if s.format == Format::Json {
+    let level = s.level.tracing();
+    let style = if s.format == LogFormat::Json {
         Style::Json
     } else if sink.is_terminal() {
         Style::Terminal
@@ -305,7 +319,7 @@ fn push_escaped(out: &mut String, s: &str) {
 }
 
 /// Civil date from a Unix time (UTC), Howard Hinnant's algorithm.
-pub fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400) as u32;
     let z = days + 719_468;
@@ -328,20 +342,20 @@ fn now() -> (i64, u32) {
 }
 
 /// `2026-11-22 10:11:12 +0000`
-pub fn gunicorn_time_now() -> String {
+pub(crate) fn gunicorn_time_now() -> String {
     let (y, mo, d, h, mi, s) = civil(now().0);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} +0000")
 }
 
 /// `2026-11-22T10:11:12.345Z`
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     let (secs, ms) = now();
     let (y, mo, d, h, mi, s) = civil(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
 /// `22/Nov/2026:10:11:12 +0000`, the access log's `%(t)s` (without brackets).
-pub fn clf_time(secs: i64) -> String {
+pub(crate) fn clf_time(secs: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];

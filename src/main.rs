@@ -1,7 +1,5 @@
-//! The `corral` binary: the bundled JWT app served by the corral master.
+//! The `corral` binary: the bundled JWT app served by the corral core.
 
 fn main() -> std::process::ExitCode {
-    corral::Server::new(corral::app::boot)
-        .hooks(corral::app::HOOKS)
-        .run()
+    corral::Server::new(corral::app::jwt()).run()
 }

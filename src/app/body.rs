@@ -1,89 +1,17 @@
-//! Request bodies and responses the way DRF produces them: JSON and form-encoded bodies,
-//! `CharField` validation with DRF's messages, and compact JSON replies.
+//! Request bodies the way DRF's parsers read them: JSON and form-encoded bodies, and
+//! `CharField` validation with DRF's messages.
 
-use crate::http::RequestBody;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{
-    HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
-    X_CONTENT_TYPE_OPTIONS,
+use super::errors::{
+    ApiError, FIELD_BLANK, FIELD_NOT_STRING, FIELD_NULL, FIELD_NULL_CHARACTERS, FIELD_REQUIRED,
 };
-use hyper::{Request, Response, StatusCode};
+use crate::http::RequestBody;
+use http_body_util::BodyExt;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use hyper::Request;
 use serde_json::{json, Map, Value};
 
-/// A response under construction (compact JSON, DRF's headers).
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Value,
-    /// Pre-serialised bytes, when the body never changes (`/hello/`).
-    fixed: Option<&'static str>,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Reply {
-    pub fn new(status: StatusCode, body: Value) -> Reply {
-        Reply {
-            status,
-            body,
-            fixed: None,
-            headers: vec![],
-        }
-    }
-
-    pub fn ok(body: Value) -> Reply {
-        Reply::new(StatusCode::OK, body)
-    }
-
-    /// A 200 whose JSON body is known at compile time.
-    pub fn fixed(json: &'static str) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            body: Value::Null,
-            fixed: Some(json),
-            headers: vec![],
-        }
-    }
-
-    /// `{"detail": …}`
-    pub fn detail(status: StatusCode, detail: &str) -> Reply {
-        Reply::new(status, json!({ "detail": detail }))
-    }
-
-    pub fn header(mut self, name: HeaderName, value: &str) -> Reply {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.push((name, v));
-        }
-        self
-    }
-
-    pub fn header_value(mut self, name: HeaderName, value: HeaderValue) -> Reply {
-        self.headers.push((name, value));
-        self
-    }
-
-    pub fn into_response(self, head_only: bool) -> Response<Full<Bytes>> {
-        let bytes = match (head_only, self.fixed) {
-            (true, _) => Bytes::new(),
-            (false, Some(s)) => Bytes::from_static(s.as_bytes()),
-            (false, None) => Bytes::from(self.body.to_string()),
-        };
-        let mut r = Response::new(Full::new(bytes));
-        *r.status_mut() = self.status;
-        let h = r.headers_mut();
-        h.reserve(4 + self.headers.len());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        // Of Django's SecurityMiddleware defaults, the one that matters to a JSON API (the
-        // others govern how browsers treat documents); every byte here is paid per request.
-        h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        for (k, v) in self.headers {
-            h.insert(k, v);
-        }
-        r
-    }
-}
-
 /// A request body as DRF's parsers see it.
-pub enum Data {
+pub(super) enum Data {
     Object(Map<String, Value>),
     /// JSON that is not an object: Python's type name (`list`, `str`, …).
     NotObject(&'static str),
@@ -91,7 +19,7 @@ pub enum Data {
 
 /// Parses a JSON or form-encoded body. No body (or no content type) is an empty object,
 /// as in DRF; an unsupported type with a body is 415; bad JSON is 400.
-pub async fn read(req: Request<RequestBody>) -> Result<Data, Reply> {
+pub(super) async fn read(req: Request<RequestBody>) -> Result<Data, ApiError> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -116,10 +44,7 @@ pub async fn read(req: Request<RequestBody>) -> Result<Data, Reply> {
         .trim()
         .to_ascii_lowercase();
     if media != "application/json" && media != "application/x-www-form-urlencoded" {
-        return Err(Reply::detail(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &format!("Unsupported media type \"{content_type}\" in request."),
-        ));
+        return Err(ApiError::UnsupportedMediaType(content_type));
     }
     let bytes = match req.into_body().collect().await {
         Ok(c) => c.to_bytes(),
@@ -127,17 +52,9 @@ pub async fn read(req: Request<RequestBody>) -> Result<Data, Reply> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(Reply::detail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body is too large.",
-            ));
+            return Err(ApiError::BodyTooLarge);
         }
-        Err(_) => {
-            return Err(Reply::detail(
-                StatusCode::BAD_REQUEST,
-                "Malformed request body.",
-            ))
-        }
+        Err(_) => return Err(ApiError::MalformedBody),
     };
     if media == "application/x-www-form-urlencoded" {
         let mut m = Map::new();
@@ -149,10 +66,7 @@ pub async fn read(req: Request<RequestBody>) -> Result<Data, Reply> {
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(m)) => Ok(Data::Object(m)),
         Ok(other) => Ok(Data::NotObject(python_type(&other))),
-        Err(e) => Err(Reply::detail(
-            StatusCode::BAD_REQUEST,
-            &format!("JSON parse error - {}", python_json_error(&e, &bytes)),
-        )),
+        Err(e) => Err(ApiError::JsonParse(python_json_error(&e, &bytes))),
     }
 }
 
@@ -200,15 +114,10 @@ fn python_type(v: &Value) -> &'static str {
 
 /// Validates `fields` as DRF `CharField`s (trimmed, required, not blank, not null) and
 /// returns their values in order, or DRF's 400 body listing every field's errors.
-pub fn char_fields(data: Data, fields: &[&str]) -> Result<Vec<String>, Reply> {
+pub(super) fn char_fields(data: Data, fields: &[&str]) -> Result<Vec<String>, ApiError> {
     let map = match data {
         Data::Object(m) => m,
-        Data::NotObject(t) => {
-            return Err(Reply::new(
-                StatusCode::BAD_REQUEST,
-                json!({ "non_field_errors": [format!("Invalid data. Expected a dictionary, but got {t}.")] }),
-            ));
-        }
+        Data::NotObject(t) => return Err(ApiError::NotAnObject(t)),
     };
     let mut errors = Map::new();
     let mut values = vec![];
@@ -223,24 +132,24 @@ pub fn char_fields(data: Data, fields: &[&str]) -> Result<Vec<String>, Reply> {
     if errors.is_empty() {
         Ok(values)
     } else {
-        Err(Reply::new(StatusCode::BAD_REQUEST, Value::Object(errors)))
+        Err(ApiError::Fields(errors))
     }
 }
 
 fn char_field(v: Option<&Value>) -> Result<String, &'static str> {
     let s = match v {
-        None => return Err("This field is required."),
-        Some(Value::Null) => return Err("This field may not be null."),
+        None => return Err(FIELD_REQUIRED),
+        Some(Value::Null) => return Err(FIELD_NULL),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err("Not a valid string."),
+        Some(_) => return Err(FIELD_NOT_STRING),
     };
     let trimmed = s.trim();
     if trimmed.is_empty() {
-        return Err("This field may not be blank.");
+        return Err(FIELD_BLANK);
     }
     if trimmed.contains('\0') {
-        return Err("Null characters are not allowed.");
+        return Err(FIELD_NULL_CHARACTERS);
     }
     Ok(trimmed.to_string())
 }
@@ -249,6 +158,15 @@ fn char_field(v: Option<&Value>) -> Result<String, &'static str> {
 mod tests {
     use super::*;
 
+    /// The 400 body an error becomes.
+    fn body(e: ApiError) -> Value {
+        let r = e.reply(&hyper::header::HeaderValue::from_static(
+            "Bearer realm=\"api\"",
+        ));
+        assert_eq!(r.status, hyper::StatusCode::BAD_REQUEST);
+        r.body
+    }
+
     #[test]
     fn drf_char_field_messages() {
         let data = |v: Value| Data::Object(v.as_object().unwrap().clone());
@@ -256,7 +174,7 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(
-            e.body.to_string(),
+            body(e).to_string(),
             r#"{"username":["This field is required."],"password":["This field is required."]}"#
         );
         let e = char_fields(
@@ -266,7 +184,7 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(
-            e.body,
+            body(e),
             json!({"username": ["This field may not be blank."], "password": ["This field may not be null."]})
         );
         let e = char_fields(
@@ -276,7 +194,7 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(
-            e.body,
+            body(e),
             json!({"username": ["Not a valid string."], "password": ["Not a valid string."]})
         );
         assert_eq!(
@@ -292,7 +210,7 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(
-            e.body,
+            body(e),
             json!({"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]})
         );
     }

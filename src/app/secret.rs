@@ -7,6 +7,7 @@
 //! the SQLite database (`corral.db.secret`) or in `corral.secret` for other databases, so
 //! tokens survive restarts; a warning says so. The key itself is never logged.
 
+use super::settings::AuthConfig;
 use crate::config::{Config, ConfigError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,7 +19,7 @@ use tracing::warn;
 const MIN_SECRET_BYTES: usize = 32;
 
 /// Whether this process runs in production.
-pub fn production(c: &Config) -> Option<&'static str> {
+fn production(c: &Config) -> Option<&'static str> {
     if c.production {
         Some("--production")
     } else if std::env::var_os("DYNO").is_some() {
@@ -30,33 +31,30 @@ pub fn production(c: &Config) -> Option<&'static str> {
     }
 }
 
-fn hmac(c: &Config) -> bool {
-    c.auth.algorithm.starts_with("HS")
-}
-
 /// `corral check`: the rules and key files of `prepare`, without creating anything.
-pub fn check(c: &Config) -> Result<(), ConfigError> {
-    rules(c)?;
-    if hmac(c) {
+pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
+    let auth = AuthConfig::of(c)?;
+    rules(c, &auth)?;
+    if auth.is_hmac() {
         Ok(())
     } else {
-        key_files(c)
+        key_files(&auth)
     }
 }
 
 /// Parses the PEM key files of an asymmetric algorithm (errors name the key and file).
-fn key_files(c: &Config) -> Result<(), ConfigError> {
-    crate::auth::keys::load(&c.auth)
+fn key_files(auth: &AuthConfig) -> Result<(), ConfigError> {
+    super::auth::keys::load(auth)
         .map(drop)
-        .map_err(ConfigError::new)
+        .map_err(|e| ConfigError::new(e.to_string()))
 }
 
-fn rules(c: &Config) -> Result<(), ConfigError> {
-    if !hmac(c) {
+fn rules(c: &Config, auth: &AuthConfig) -> Result<(), ConfigError> {
+    if !auth.is_hmac() {
         return Ok(());
     }
     let prod = production(c);
-    match (&c.auth.secret_key, prod) {
+    match (&auth.secret_key, prod) {
         (None, Some(why)) => Err(ConfigError::new(format!(
             "SECRET_KEY is not set; a production server ({why}) will not start without one. Set SECRET_KEY to at least {MIN_SECRET_BYTES} random bytes, for example from `openssl rand -base64 48`"
         ))),
@@ -74,12 +72,13 @@ fn rules(c: &Config) -> Result<(), ConfigError> {
 /// The master's hook: enforce the rules, or load/create the development key. Key files
 /// are parsed here too, so a bad one stops `serve` with exit 2 (and a HUP keeps the old
 /// generation) instead of failing in every worker.
-pub fn prepare(c: &mut Config) -> Result<(), ConfigError> {
-    rules(c)?;
-    if !hmac(c) {
-        return key_files(c);
+pub(super) fn prepare(c: &mut Config) -> Result<(), ConfigError> {
+    let mut auth = AuthConfig::of(c)?;
+    rules(c, &auth)?;
+    if !auth.is_hmac() {
+        return key_files(&auth);
     }
-    match &c.auth.secret_key {
+    match &auth.secret_key {
         Some(k) if k.len() < MIN_SECRET_BYTES => {
             warn!(
                 "SECRET_KEY is {} bytes long; use at least {MIN_SECRET_BYTES} random bytes",
@@ -100,19 +99,17 @@ pub fn prepare(c: &mut Config) -> Result<(), ConfigError> {
                 if created { "created in" } else { "kept in" },
                 path.display()
             );
-            c.auth.secret_key = Some(key);
+            auth.secret_key = Some(key);
+            c.app.set(&auth)?;
         }
     }
     Ok(())
 }
 
 fn dev_key_path(c: &Config) -> PathBuf {
-    match crate::storage::DbUrl::parse(&c.database.url)
-        .ok()
-        .and_then(|u| u.sqlite_path)
-    {
+    match c.database.url.sqlite_path() {
         Some(db) => {
-            let mut s = db.into_os_string();
+            let mut s = db.as_os_str().to_owned();
             s.push(".secret");
             PathBuf::from(s)
         }

@@ -1,206 +1,201 @@
-//! `corral user …`: create, passwd, deactivate, list, import-django.
-//!
-//! Exit codes: 0 done, 1 failed (no such user, user exists, database error), 2 usage or
-//! configuration error. Passwords come from a terminal prompt (echo off, asked twice) or,
-//! with `--password-stdin`, from the first line of standard input; they are never echoed
-//! or logged.
+//! Users: Django-compatible rows in `corral_user`.
 
-use crate::auth::password;
-use crate::storage::users::{self, DjangoUser};
-use crate::storage::{Db, StorageError};
-use clap::ArgMatches;
-use serde_json::Value;
-use std::io::Read;
+use crate::storage::on_db;
+use crate::storage::{Db, Dialect, StorageError};
 
-pub fn cli(m: &ArgMatches) -> u8 {
-    let config = match crate::server::load(m) {
-        Ok((_, l)) => l.config,
-        Err(h) => {
-            eprintln!("corral: {}", h.reason);
-            return h.code;
-        }
-    };
-    let settings = crate::logging::Settings {
-        level: "warning".into(),
-        format: crate::logging::Format::parse(&config.log_format),
-        error_logfile: config.error_logfile.clone(),
-        role: "cli",
-    };
-    let _log = crate::logging::init(&settings);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return 1;
-        }
-    };
-    let (name, sub) = m.subcommand().expect("a subcommand is required");
-    match runtime.block_on(run(name, sub, &config)) {
-        Ok(msg) => {
-            print!("{msg}");
-            0
-        }
-        Err(e) => {
-            eprintln!("corral: {e}");
-            1
-        }
+/// A user as the API needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct User {
+    pub id: i64,
+    pub username: String,
+    pub password: String,
+    pub is_active: bool,
+}
+
+/// A user as `corral user list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct Listed {
+    pub id: i64,
+    pub username: String,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    pub email: String,
+    pub date_joined: String,
+    pub last_login: Option<String>,
+    /// The hash algorithm (`argon2`, `pbkdf2_sha256`, …), never the hash.
+    pub hasher: String,
+}
+
+/// A row of Django's `auth_user`, as `dumpdata` writes it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(super) struct DjangoUser {
+    pub id: i64,
+    pub password: String,
+    pub last_login: Option<String>,
+    pub is_superuser: bool,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub is_staff: bool,
+    pub is_active: bool,
+    pub date_joined: String,
+}
+
+fn now_sql(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Postgres => "now()",
+        Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
     }
 }
 
-async fn run(
-    name: &str,
-    sub: &ArgMatches,
-    config: &crate::config::Config,
-) -> Result<String, String> {
-    let db = Db::open_lazy(&config.database).map_err(|e| e.to_string())?;
-    let username = || sub.get_one::<String>("username").expect("required").clone();
-    let result = match name {
-        "create" => {
-            let user = username();
-            let pw = new_password(sub.get_flag("password-stdin"))?;
-            let id = users::create(&db, &user, &password::hash(&pw), !sub.get_flag("inactive"))
-                .await
-                .map_err(explain)?;
-            Ok(format!(
-                "Created user {user:?} (id {id}){}\n",
-                if sub.get_flag("inactive") {
-                    ", inactive"
-                } else {
-                    ""
-                }
-            ))
-        }
-        "passwd" => {
-            let user = username();
-            let pw = new_password(sub.get_flag("password-stdin"))?;
-            match users::set_password(&db, &user, &password::hash(&pw))
-                .await
-                .map_err(explain)?
-            {
-                true => Ok(format!("Password of {user:?} changed\n")),
-                false => Err(format!("no user named {user:?}")),
-            }
-        }
-        "deactivate" => {
-            let user = username();
-            match users::deactivate(&db, &user).await.map_err(explain)? {
-                true => Ok(format!(
-                    "Deactivated {user:?}: it can no longer log in or use its tokens\n"
-                )),
-                false => Err(format!("no user named {user:?}")),
-            }
-        }
-        "list" => {
-            let list = users::list(&db).await.map_err(explain)?;
-            if sub.get_flag("json") {
-                Ok(serde_json::to_string_pretty(&list).expect("serialisable") + "\n")
-            } else {
-                let mut out = format!(
-                    "{:>6}  {:<24} {:<8} {:<14} {}\n",
-                    "ID", "USERNAME", "ACTIVE", "HASHER", "JOINED"
-                );
-                for u in list {
-                    out.push_str(&format!(
-                        "{:>6}  {:<24} {:<8} {:<14} {}\n",
-                        u.id,
-                        u.username,
-                        if u.is_active { "yes" } else { "no" },
-                        u.hasher,
-                        u.date_joined
-                    ));
-                }
-                Ok(out)
-            }
-        }
-        "import-django" => import(&db, sub.get_one::<String>("file").expect("required")).await,
-        other => Err(format!("unknown user command {other}")),
-    };
-    match db {
-        Db::Postgres(p) => p.close().await,
-        Db::Sqlite(p) => p.close().await,
-    }
-    result
+pub(super) async fn by_username(db: &Db, username: &str) -> Result<Option<User>, StorageError> {
+    const SQL: &str =
+        "SELECT id, username, password, is_active FROM corral_user WHERE username = $1";
+    let row: Option<(i64, String, String, bool)> =
+        on_db!(db, p => sqlx::query_as(SQL).bind(username).fetch_optional(p).await)?;
+    Ok(row.map(|(id, username, password, is_active)| User {
+        id,
+        username,
+        password,
+        is_active,
+    }))
 }
 
-fn explain(e: StorageError) -> String {
-    let s = e.to_string();
-    if s.contains("no such table") || s.contains("does not exist") && s.contains("corral_user") {
-        format!("{s} (the schema is missing: run `corral migrate apply` first)")
-    } else {
-        s
-    }
+/// `Some(is_active)` when the user exists.
+pub(super) async fn active_by_id(db: &Db, id: i64) -> Result<Option<bool>, StorageError> {
+    const SQL: &str = "SELECT is_active FROM corral_user WHERE id = $1";
+    Ok(on_db!(db, p => sqlx::query_scalar(SQL).bind(id).fetch_optional(p).await)?)
 }
 
-fn new_password(from_stdin: bool) -> Result<String, String> {
-    let pw = if from_stdin {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("reading standard input: {e}"))?;
-        s.lines().next().unwrap_or("").to_string()
-    } else {
-        let first = crate::sys::read_password("Password: ")
-            .map_err(|e| format!("cannot prompt for a password ({e}); use --password-stdin"))?;
-        let again = crate::sys::read_password("Password (again): ")
-            .map_err(|e| format!("cannot prompt for a password ({e})"))?;
-        if first != again {
-            return Err("the passwords did not match; nothing was changed".into());
-        }
-        first
-    };
-    if pw.trim().is_empty() {
-        return Err("the password is empty; nothing was changed".into());
-    }
-    Ok(pw)
+pub(super) async fn create(
+    db: &Db,
+    username: &str,
+    password_hash: &str,
+    active: bool,
+) -> Result<i64, StorageError> {
+    const SQL: &str =
+        "INSERT INTO corral_user (username, password, is_active) VALUES ($1, $2, $3) RETURNING id";
+    let id: i64 = on_db!(db, p => sqlx::query_scalar(SQL).bind(username).bind(password_hash).bind(active).fetch_one(p).await)
+        .map_err(|e| match StorageError::from(e) {
+            StorageError::Conflict(_) => StorageError::Conflict(format!("user {username:?} already exists")),
+            other => other,
+        })?;
+    Ok(id)
 }
 
-/// Imports `manage.py dumpdata auth.user` output, keeping ids and password hashes.
-async fn import(db: &Db, file: &str) -> Result<String, String> {
-    let text = if file == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("reading standard input: {e}"))?;
-        s
-    } else {
-        std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+/// Replaces a user's password hash; `false` when there is no such user.
+pub(super) async fn set_password(
+    db: &Db,
+    username: &str,
+    password_hash: &str,
+) -> Result<bool, StorageError> {
+    const SQL: &str = "UPDATE corral_user SET password = $2 WHERE username = $1";
+    Ok(
+        on_db!(db, p => sqlx::query(SQL).bind(username).bind(password_hash).execute(p).await.map(|r| r.rows_affected()))?
+            == 1,
+    )
+}
+
+/// Re-hashes after a login, only if the stored hash is still the one that was verified
+/// (a concurrent password change wins).
+pub(super) async fn upgrade_hash(
+    db: &Db,
+    id: i64,
+    old: &str,
+    new: &str,
+) -> Result<(), StorageError> {
+    const SQL: &str = "UPDATE corral_user SET password = $3 WHERE id = $1 AND password = $2";
+    on_db!(db, p => sqlx::query(SQL).bind(id).bind(old).bind(new).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub(super) async fn deactivate(db: &Db, username: &str) -> Result<bool, StorageError> {
+    const SQL: &str = "UPDATE corral_user SET is_active = FALSE WHERE username = $1";
+    Ok(
+        on_db!(db, p => sqlx::query(SQL).bind(username).execute(p).await.map(|r| r.rows_affected()))?
+            == 1,
+    )
+}
+
+pub(super) async fn touch_last_login(db: &Db, id: i64) -> Result<(), StorageError> {
+    let sql = format!(
+        "UPDATE corral_user SET last_login = {} WHERE id = $1",
+        now_sql(db.dialect())
+    );
+    on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub(super) async fn list(db: &Db) -> Result<Vec<Listed>, StorageError> {
+    const SQL: &str = "SELECT id, username, is_active, is_staff, is_superuser, email,
+        CAST(date_joined AS TEXT), CAST(last_login AS TEXT), password FROM corral_user ORDER BY id";
+    type Row = (
+        i64,
+        String,
+        bool,
+        bool,
+        bool,
+        String,
+        String,
+        Option<String>,
+        String,
+    );
+    let rows: Vec<Row> = on_db!(db, p => sqlx::query_as(SQL).fetch_all(p).await)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                username,
+                is_active,
+                is_staff,
+                is_superuser,
+                email,
+                date_joined,
+                last_login,
+                password,
+            )| Listed {
+                id,
+                username,
+                is_active,
+                is_staff,
+                is_superuser,
+                email,
+                date_joined,
+                last_login,
+                hasher: password.split('$').next().unwrap_or("").to_string(),
+            },
+        )
+        .collect())
+}
+
+/// Inserts a Django user with its id and hash; `false` when its id or username exists.
+pub(super) async fn import(db: &Db, u: &DjangoUser) -> Result<bool, StorageError> {
+    let ts = |param: &str| match db.dialect() {
+        Dialect::Postgres => format!("CAST({param} AS TIMESTAMPTZ)"),
+        Dialect::Sqlite => param.to_string(),
     };
-    let rows: Vec<Value> =
-        serde_json::from_str(&text).map_err(|e| format!("{file}: not dumpdata JSON: {e}"))?;
-    let (mut added, mut skipped) = (0, 0);
-    for (i, row) in rows.iter().enumerate() {
-        if row
-            .get("model")
-            .and_then(Value::as_str)
-            .is_some_and(|m| m != "auth.user")
-        {
-            continue;
-        }
-        let mut fields = row
-            .get("fields")
-            .cloned()
-            .ok_or_else(|| format!("{file}: entry {i} has no \"fields\""))?;
-        let id = row
-            .get("pk")
-            .cloned()
-            .ok_or_else(|| format!("{file}: entry {i} has no \"pk\""))?;
-        let obj = fields
-            .as_object_mut()
-            .ok_or_else(|| format!("{file}: entry {i}: \"fields\" is not an object"))?;
-        obj.insert("id".into(), id);
-        let user: DjangoUser =
-            serde_json::from_value(fields).map_err(|e| format!("{file}: entry {i}: {e}"))?;
-        if users::import(db, &user).await.map_err(explain)? {
-            added += 1;
-        } else {
-            skipped += 1;
-        }
+    let sql = format!(
+        "INSERT INTO corral_user (id, password, last_login, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined)
+         VALUES ($1, $2, {}, $4, $5, $6, $7, $8, $9, $10, {}) ON CONFLICT DO NOTHING",
+        ts("$3"),
+        ts("$11")
+    );
+    let done = on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(u.id).bind(&u.password).bind(&u.last_login).bind(u.is_superuser).bind(&u.username)
+        .bind(&u.first_name).bind(&u.last_name).bind(&u.email).bind(u.is_staff).bind(u.is_active).bind(&u.date_joined)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// After inserting explicit ids, moves PostgreSQL's sequence past them.
+pub(super) async fn sync_id_sequence(db: &Db) -> Result<(), StorageError> {
+    if let Db::Postgres(p) = db {
+        sqlx::query("SELECT setval(pg_get_serial_sequence('corral_user', 'id'), GREATEST((SELECT MAX(id) FROM corral_user), 1))")
+            .execute(p)
+            .await?;
     }
-    users::sync_id_sequence(db).await.map_err(explain)?;
-    Ok(format!(
-        "Imported {added} users ({skipped} skipped: their id or username already exists)\n"
-    ))
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! Layering: defaults, then `corral.toml`, then the environment, then flags; with the
 //! origin of every value remembered, and every error naming the key and where it came from.
 
-use super::schema::{self, Key, Kind, KEYS};
-use super::Config;
+use super::schema::{Key, Kind, Schema};
+use super::{AppSection, Config};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ impl ConfigError {
         }
     }
 
-    fn bad_value(key: &Key, origin: &Origin, why: impl fmt::Display) -> ConfigError {
+    pub(crate) fn bad_value(key: &Key, origin: &Origin, why: impl fmt::Display) -> ConfigError {
         ConfigError::new(format!(
             "invalid value for `{}` ({origin}): {why}",
             key.path
@@ -60,8 +60,10 @@ impl std::error::Error for ConfigError {}
 ///
 /// Kept by the master so that `HUP` can load again from the same flags and environment,
 /// re-reading only the file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Layers {
+    /// The keys this binary accepts.
+    pub schema: &'static Schema,
     /// `-c/--config` (or `CORRAL_CONFIG`); when `None`, `./corral.toml` is read if present.
     pub config_file: Option<PathBuf>,
     /// Flags given on the command line, as `(key, raw values)`.
@@ -74,6 +76,8 @@ pub struct Layers {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
+    /// The keys it was checked against.
+    pub schema: &'static Schema,
     pub origins: BTreeMap<&'static str, Origin>,
     /// The file that was read, if any (watched by `--reload`).
     pub file: Option<PathBuf>,
@@ -85,6 +89,7 @@ const OTHER_CORRAL_ENV: &[&str] = &["CORRAL_CONFIG"];
 impl Layers {
     /// Captures the process environment.
     pub fn from_env(
+        schema: &'static Schema,
         config_file: Option<PathBuf>,
         flags: Vec<(&'static Key, Vec<String>)>,
     ) -> Layers {
@@ -92,6 +97,7 @@ impl Layers {
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
         Layers {
+            schema,
             config_file,
             flags,
             env,
@@ -113,9 +119,10 @@ impl Layers {
 
     /// Builds the configuration: defaults < file < environment < flags.
     pub fn load(&self) -> Result<Loaded, ConfigError> {
-        let mut merged = toml::Table::try_from(schema::defaults()).expect("defaults serialise");
+        let schema = self.schema;
+        let mut merged = schema.defaults_table();
         let mut origins: BTreeMap<&'static str, Origin> =
-            KEYS.iter().map(|k| (k.path, Origin::Default)).collect();
+            schema.keys().map(|k| (k.path, Origin::Default)).collect();
 
         // File.
         let file = self.config_path().map(|(p, _)| p);
@@ -124,7 +131,7 @@ impl Layers {
                 ConfigError::new(format!("cannot read config file {}: {e}", path.display()))
             })?;
             let origin = Origin::File(path.clone());
-            for (key, value) in file_values(path, &text)? {
+            for (key, value) in file_values(schema, path, &text)? {
                 set(&mut merged, key, check_toml(key, &origin, value)?);
                 origins.insert(key.path, origin.clone());
             }
@@ -133,14 +140,14 @@ impl Layers {
         // Environment: platform variables first, so CORRAL_* ones win.
         for name in self.env.keys().filter(|n| n.starts_with("CORRAL_")) {
             if !OTHER_CORRAL_ENV.contains(&name.as_str())
-                && !KEYS.iter().any(|k| &k.env_name() == name)
+                && !schema.keys().any(|k| &k.env_name() == name)
             {
                 return Err(ConfigError::new(format!(
                     "unknown environment variable {name}: no configuration key is called that"
                 )));
             }
         }
-        for key in KEYS {
+        for key in schema.keys() {
             let names = key
                 .platform_env
                 .iter()
@@ -168,12 +175,22 @@ impl Layers {
             origins.insert(key.path, origin);
         }
 
-        let config: Config = toml::Value::Table(merged)
+        validate(schema, &merged, &origins)?;
+        let section = match schema.section() {
+            Some(s) => match merged.remove(s.name) {
+                Some(toml::Value::Table(t)) => t,
+                _ => toml::Table::new(),
+            },
+            None => toml::Table::new(),
+        };
+        merged.insert("app".into(), toml::Value::Table(Default::default()));
+        let mut config: Config = toml::Value::Table(merged)
             .try_into()
             .map_err(|e| ConfigError::new(format!("configuration does not fit together: {e}")))?;
-        validate(&config, &origins)?;
+        config.app = AppSection::new(section);
         Ok(Loaded {
             config,
+            schema,
             origins,
             file,
         })
@@ -181,7 +198,11 @@ impl Layers {
 }
 
 /// Flattens a parsed `corral.toml` into `(key, value)` pairs, refusing unknown keys.
-fn file_values(path: &Path, text: &str) -> Result<Vec<(&'static Key, toml::Value)>, ConfigError> {
+fn file_values(
+    schema: &Schema,
+    path: &Path,
+    text: &str,
+) -> Result<Vec<(&'static Key, toml::Value)>, ConfigError> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let line = e.span().map(|s| text[..s.start].lines().count().max(1));
         let at = line.map(|l| format!(" line {l}:")).unwrap_or_default();
@@ -190,22 +211,22 @@ fn file_values(path: &Path, text: &str) -> Result<Vec<(&'static Key, toml::Value
     let mut out = vec![];
     for (name, value) in table {
         match value {
-            toml::Value::Table(section) if name == "database" || name == "auth" => {
+            toml::Value::Table(section) if schema.is_section(&name) => {
                 for (sub, v) in section {
                     let full = format!("{name}.{sub}");
-                    out.push((known(path, &full)?, v));
+                    out.push((known(schema, path, &full)?, v));
                 }
             }
-            v => out.push((known(path, &name)?, v)),
+            v => out.push((known(schema, path, &name)?, v)),
         }
     }
     Ok(out)
 }
 
-fn known(path: &Path, name: &str) -> Result<&'static Key, ConfigError> {
-    schema::find(name).ok_or_else(|| {
-        let hint = KEYS
-            .iter()
+fn known(schema: &Schema, path: &Path, name: &str) -> Result<&'static Key, ConfigError> {
+    schema.find(name).ok_or_else(|| {
+        let hint = schema
+            .keys()
             .find(|k| k.path.rsplit('.').next() == name.rsplit('.').next())
             .map(|k| format!(" (did you mean `{}`?)", k.path))
             .unwrap_or_default();
@@ -254,7 +275,7 @@ fn port_bind(key: &Key, origin: &Origin, raw: &str) -> Result<toml::Value, Confi
 
 fn parse_raw(key: &Key, origin: &Origin, raws: &[String]) -> Result<toml::Value, ConfigError> {
     let one = || raws.last().cloned().unwrap_or_default();
-    Ok(match key.kind {
+    let value = match key.kind {
         Kind::Str | Kind::Path => toml::Value::String(one()),
         Kind::List => toml::Value::Array(raws.iter().cloned().map(toml::Value::String).collect()),
         Kind::Int { min, max } => {
@@ -280,7 +301,25 @@ fn parse_raw(key: &Key, origin: &Origin, raws: &[String]) -> Result<toml::Value,
             toml::Value::Boolean(b)
         }
         Kind::Enum(allowed) => toml::Value::String(one_of(key, origin, &one(), allowed)?),
-    })
+    };
+    typed(key, origin, value)
+}
+
+/// Runs the key's own parser on each of its strings, so that a value that would not
+/// become its typed field is refused here, with the key and origin named.
+fn typed(key: &Key, origin: &Origin, value: toml::Value) -> Result<toml::Value, ConfigError> {
+    let Some(parse) = key.parse else {
+        return Ok(value);
+    };
+    let strings: Vec<&str> = match &value {
+        toml::Value::String(s) => vec![s.as_str()],
+        toml::Value::Array(items) => items.iter().filter_map(toml::Value::as_str).collect(),
+        _ => vec![],
+    };
+    for s in strings {
+        parse(s).map_err(|why| ConfigError::bad_value(key, origin, why))?;
+    }
+    Ok(value)
 }
 
 fn check_toml(key: &Key, origin: &Origin, value: toml::Value) -> Result<toml::Value, ConfigError> {
@@ -291,7 +330,7 @@ fn check_toml(key: &Key, origin: &Origin, value: toml::Value) -> Result<toml::Va
             format!("expected {want}, got {} {v}", v.type_str()),
         )
     };
-    Ok(match (key.kind, value) {
+    let value = match (key.kind, value) {
         (Kind::Str | Kind::Path, v @ toml::Value::String(_)) => v,
         (Kind::Str | Kind::Path, v) => return Err(wrong("a string", &v)),
         (Kind::Bool, v @ toml::Value::Boolean(_)) => v,
@@ -312,7 +351,8 @@ fn check_toml(key: &Key, origin: &Origin, value: toml::Value) -> Result<toml::Va
             toml::Value::Array(items)
         }
         (Kind::List, v) => return Err(wrong("a list of strings", &v)),
-    })
+    };
+    typed(key, origin, value)
 }
 
 fn in_range(key: &Key, origin: &Origin, n: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -341,65 +381,53 @@ fn one_of(key: &Key, origin: &Origin, s: &str, allowed: &[&str]) -> Result<Strin
     }
 }
 
-/// Checks that need more than one key's type: bind addresses parse, the access log is
-/// not the error log, and so on.
-fn validate(c: &Config, origins: &BTreeMap<&'static str, Origin>) -> Result<(), ConfigError> {
+/// Checks that need more than one key's type: at least one bind address, an access log
+/// path that is not empty, and the application section's own checks.
+fn validate(
+    schema: &Schema,
+    merged: &toml::Table,
+    origins: &BTreeMap<&'static str, Origin>,
+) -> Result<(), ConfigError> {
     let bad = |path: &str, why: String| {
-        let key = schema::find(path).expect("validated keys exist");
+        let key = schema.find(path).expect("validated keys exist");
         ConfigError::bad_value(key, &origins[key.path], why)
     };
-    if c.bind.is_empty() {
+    if merged
+        .get("bind")
+        .and_then(toml::Value::as_array)
+        .is_none_or(|b| b.is_empty())
+    {
         return Err(bad("bind", "at least one address is needed".into()));
     }
-    for b in &c.bind {
-        crate::sys::listener::BindAddr::parse(b).map_err(|e| bad("bind", e))?;
-    }
-    let url = &c.database.url;
-    if !(url.starts_with("sqlite:")
-        || url.starts_with("postgres://")
-        || url.starts_with("postgresql://"))
-    {
-        return Err(bad(
-            "database.url",
-            "expected sqlite://PATH or postgres://…".into(),
-        ));
-    }
-    if c.access_logfile.as_deref() == Some("") {
+    if merged.get("access_logfile").and_then(toml::Value::as_str) == Some("") {
         return Err(bad("access_logfile", "empty path".into()));
     }
-    if c.auth.auth_header_types.is_empty() {
-        return Err(bad(
-            "auth.auth_header_types",
-            "at least one scheme is needed".into(),
-        ));
+    if let Some(section) = schema.section() {
+        let table = merged
+            .get(section.name)
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default();
+        (section.validate)(&table).map_err(|(path, why)| bad(path, why))?;
     }
     Ok(())
-}
-
-/// `postgres://user:pw@host/db` → `postgres://user:***@host/db`, for printing.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            let pw = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{pw}@{host}{tail}")
-        }
-        None => url.to_string(),
-    }
 }
 
 impl Loaded {
     /// The effective configuration as TOML, each value followed by where it came from.
     /// Secrets are never printed in clear.
     pub fn render(&self) -> String {
-        let table = toml::Table::try_from(&self.config).expect("config serialises");
+        let mut table = toml::Table::try_from(&self.config).expect("config serialises");
+        table.remove("app");
+        if let Some(s) = self.schema.section() {
+            table.insert(
+                s.name.into(),
+                toml::Value::Table(self.config.app.table().clone()),
+            );
+        }
         let mut out = String::from("# Effective corral configuration: value  # origin\n");
         let mut section = "";
-        for key in KEYS {
+        for key in self.schema.keys() {
             let (sec, name) = key.path.split_once('.').unwrap_or(("", key.path));
             if sec != section {
                 out.push_str(&format!("\n[{sec}]\n"));
@@ -412,10 +440,11 @@ impl Loaded {
             let origin = &self.origins[key.path];
             let line = match value {
                 None => format!("# {name} is unset"),
-                Some(v) if key.path == "database.url" => {
+                Some(v) if key.redact.is_some() => {
+                    let redact = key.redact.expect("checked");
                     format!(
                         "{name} = {}",
-                        toml::Value::String(redact_url(v.as_str().unwrap_or("")))
+                        toml::Value::String(redact(v.as_str().unwrap_or("")))
                     )
                 }
                 Some(v) if key.secret => {
@@ -436,12 +465,15 @@ impl Loaded {
 mod tests {
     use super::*;
 
+    static CORE: Schema = Schema::new(None);
+
     fn layers(
         env: &[(&str, &str)],
         file: Option<&str>,
     ) -> (Layers, Option<tempfile_path::TempPath>) {
         let tmp = file.map(tempfile_path::TempPath::with);
         let l = Layers {
+            schema: &CORE,
             config_file: tmp.as_ref().map(|t| t.0.clone()),
             flags: vec![],
             env: env
@@ -485,7 +517,7 @@ mod tests {
         assert_eq!(c.config.timeout, 7);
         assert_eq!(c.origins["workers"], Origin::Env("WEB_CONCURRENCY".into()));
         l.flags
-            .push((schema::find("workers").unwrap(), vec!["5".into()]));
+            .push((CORE.find("workers").unwrap(), vec!["5".into()]));
         assert_eq!(l.load().unwrap().config.workers, 5);
     }
 
@@ -501,7 +533,10 @@ mod tests {
         );
         let c = l.load().unwrap().config;
         assert_eq!(c.workers, 4);
-        assert_eq!(c.bind, vec!["0.0.0.0:5005".to_string()]);
+        assert_eq!(
+            c.bind,
+            vec![crate::sys::listener::BindAddr::parse("0.0.0.0:5005").unwrap()]
+        );
     }
 
     #[test]
@@ -535,15 +570,9 @@ mod tests {
 
     #[test]
     fn render_redacts_secrets() {
-        let (l, _t) = layers(
-            &[
-                ("SECRET_KEY", "s3cr3t-s3cr3t"),
-                ("DATABASE_URL", "postgres://u:pw@h/db"),
-            ],
-            None,
-        );
+        let (l, _t) = layers(&[("DATABASE_URL", "postgres://u:pw@h/db")], None);
         let out = l.load().unwrap().render();
-        assert!(!out.contains("s3cr3t") && !out.contains(":pw@"), "{out}");
+        assert!(!out.contains(":pw@"), "{out}");
         assert!(out.contains("postgres://u:***@h/db"));
     }
 }

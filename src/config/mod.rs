@@ -3,27 +3,37 @@
 //! One [`Config`] value describes everything a master, a worker or a `migrate` command
 //! needs. It is built from four layers, each overriding the one below:
 //! **flags > environment > `corral.toml` > defaults** (see [`load`]). Every key is declared
-//! once in [`schema::KEYS`], which drives the flags, the environment variables, file
-//! validation, `corral config` and the README tables, so they cannot drift apart.
+//! once in a [`schema::Schema`] (the core's keys and the application's section), which
+//! drives the flags, the environment variables, file validation, `corral config` and the
+//! README tables, so they cannot drift apart.
+//!
+//! Values are parsed where they enter and carried typed: bind addresses, the database
+//! URL, the migrate mode, the log format and level. A child process receives the same
+//! typed value through a memfd ([`handoff`]), never as strings to parse again.
 //!
 //! Config keys carry the names of their flags (`--graceful-timeout` is
 //! `graceful_timeout`), following Gunicorn, so one name works everywhere. Durations are
 //! whole seconds unless the key name says otherwise.
 
+pub(crate) mod handoff;
 pub mod load;
 pub mod schema;
 
+use crate::logging::{LogFormat, LogLevel};
+use crate::storage;
+use crate::sys::listener::BindAddr;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 pub use load::{ConfigError, Layers, Loaded, Origin};
 
-/// Everything a corral process is configured with. Built by [`load::load`].
+/// Everything a corral process is configured with. Built by [`Layers::load`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Addresses to listen on: `HOST:PORT`, `[V6]:PORT` or `unix:/path`.
-    pub bind: Vec<String>,
+    /// Addresses to listen on.
+    pub bind: Vec<BindAddr>,
     /// Number of worker processes.
     pub workers: u32,
     /// Seconds without a heartbeat (or without booting) before a worker is aborted; 0 = off.
@@ -58,100 +68,44 @@ pub struct Config {
     pub access_logfile: Option<String>,
     /// Error log destination (`-` is stderr).
     pub error_logfile: String,
-    /// `debug`, `info`, `warning`, `error` or `critical`.
-    pub log_level: String,
-    /// `text` or `json`.
-    pub log_format: String,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
     /// Development: reload workers when the config, migrations or binary change.
     pub reload: bool,
     /// Extra files watched by `--reload`.
     pub reload_extra_file: Vec<PathBuf>,
     /// Refuse development conveniences (generated secret key). On under Heroku and systemd.
     pub production: bool,
-    pub database: DatabaseConfig,
-    pub auth: AuthConfig,
+    pub database: storage::Settings,
+    /// The application's own section (`[auth]` for the bundled JWT app).
+    pub app: AppSection,
 }
 
-/// `[database]`: where the data lives and how migrations run at boot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// `sqlite://path` or `postgres://…` (Heroku's `DATABASE_URL`).
-    pub url: String,
-    /// What `serve` does with migrations at boot: `apply`, `check` or `off`.
-    pub migrate: String,
-    /// Load migrations from this directory instead of the ones built into the binary.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub migrations_dir: Option<PathBuf>,
-    /// Connections per worker process.
-    pub pool_size: u64,
-    /// Seconds to wait for a connection before answering 503.
-    pub connect_timeout: u64,
-    /// Seconds to wait for the migration lock before giving up.
-    pub lock_timeout: u64,
-}
+/// The application's section of the configuration, checked against the application's
+/// keys when loaded, and read by the application as its own typed struct.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppSection(toml::Table);
 
-/// `[auth]`: the bundled JWT app, named after djangorestframework-simplejwt's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// HMAC secret (Django's `SECRET_KEY`); generated and stored in development when unset.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub secret_key: Option<String>,
-    /// `HS256` (default), `HS384`, `HS512`, `RS256`, `ES256`, `EdDSA`, …
-    pub algorithm: String,
-    /// PEM private key used to sign, for asymmetric algorithms.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub signing_key_file: Option<PathBuf>,
-    /// Further PEM public keys accepted when verifying (key rotation), chosen by `kid`.
-    pub verifying_key_files: Vec<PathBuf>,
-    pub access_token_lifetime_secs: u64,
-    pub refresh_token_lifetime_secs: u64,
-    pub rotate_refresh_tokens: bool,
-    pub blacklist_after_rotation: bool,
-    pub update_last_login: bool,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub audience: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub issuer: Option<String>,
-    pub leeway_secs: u64,
-    pub auth_header_types: Vec<String>,
-    pub user_id_claim: String,
-    pub check_user_is_active: bool,
-    /// Highest PBKDF2 iteration count a stored Django hash may demand.
-    pub max_pbkdf2_iterations: u64,
-    /// Threads per worker that hash passwords, off the event loop.
-    pub password_hash_threads: u64,
-}
-
-/// The `--migrate` modes of `corral serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MigrateMode {
-    Apply,
-    Check,
-    Off,
-}
-
-impl Config {
-    pub fn migrate_mode(&self) -> MigrateMode {
-        match self.database.migrate.as_str() {
-            "check" => MigrateMode::Check,
-            "off" => MigrateMode::Off,
-            _ => MigrateMode::Apply,
-        }
+impl AppSection {
+    pub(crate) fn new(table: toml::Table) -> AppSection {
+        AppSection(table)
     }
 
-    /// Serialises the whole configuration (secrets included) for a child process.
-    pub fn to_handoff(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("Config always serialises")
+    /// The section as the application's settings type.
+    pub fn get<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::Value::Table(self.0.clone())
+            .try_into()
+            .map_err(|e| ConfigError::new(format!("application settings do not fit: {e}")))
     }
 
-    /// Reads what [`Config::to_handoff`] wrote.
-    pub fn from_handoff(bytes: &[u8]) -> Result<Config, ConfigError> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            ConfigError::new(format!(
-                "corrupt configuration handed over by the master: {e}"
-            ))
-        })
+    /// Replaces the section (an application's `prepare` hook filling in a value).
+    pub fn set<T: Serialize>(&mut self, value: &T) -> Result<(), ConfigError> {
+        self.0 = toml::Table::try_from(value)
+            .map_err(|e| ConfigError::new(format!("application settings do not serialise: {e}")))?;
+        Ok(())
+    }
+
+    pub(crate) fn table(&self) -> &toml::Table {
+        &self.0
     }
 }

@@ -1,13 +1,17 @@
 //! The one declaration of every configuration key: its type, flag, environment
 //! variables, default and help text.
 //!
-//! Everything that accepts configuration reads this table: the clap flags of `serve`,
-//! `check` and `config`; the environment overlay; the `corral.toml` validator; the
-//! `corral config` printer. Every key `a.b` can also be set with the environment variable
-//! `CORRAL_A_B`; platform variables (`PORT`, `WEB_CONCURRENCY`, `DATABASE_URL`,
-//! `SECRET_KEY`) are listed per key and lose to `CORRAL_*` ones.
+//! Everything that accepts configuration reads a [`Schema`]: the core's [`KEYS`] plus the
+//! application's own [`Section`] (`[auth]` for the bundled JWT app). It drives the clap
+//! flags of `serve`, `check` and `config`; the environment overlay; the `corral.toml`
+//! validator; the `corral config` printer. Every key `a.b` can also be set with the
+//! environment variable `CORRAL_A_B`; platform variables (`PORT`, `WEB_CONCURRENCY`,
+//! `DATABASE_URL`, `SECRET_KEY`) are listed per key and lose to `CORRAL_*` ones.
 
-use super::{AuthConfig, Config, DatabaseConfig};
+use super::{AppSection, Config};
+use crate::logging::{LogFormat, LogLevel};
+use crate::storage::{self, DbUrl, MigrateMode};
+use crate::sys::listener::BindAddr;
 
 /// How a key's raw text (flag or environment) and TOML value are checked and converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +44,17 @@ pub struct Key {
     pub platform_env: &'static [&'static str],
     /// Never printed in clear (`corral config` shows its length only).
     pub secret: bool,
+    /// How `corral config` prints a value that is secret only in part (a URL's password).
+    pub redact: Option<fn(&str) -> String>,
+    /// The parser of each string value, when the key is typed beyond its [`Kind`]: the
+    /// same parser that builds the typed [`Config`] field, so the error can name the key
+    /// and where the value came from.
+    pub parse: Option<ParseFn>,
     pub help: &'static str,
 }
+
+/// A key's own parser: `Err(why)` for a value its typed field would refuse.
+pub type ParseFn = fn(&str) -> Result<(), String>;
 
 impl Key {
     /// `CORRAL_DATABASE_URL` for `database.url`.
@@ -58,13 +71,8 @@ impl Key {
     }
 }
 
-const LOG_LEVELS: &[&str] = &["debug", "info", "warning", "error", "critical"];
-const ALGORITHMS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-    "ES384", "EdDSA",
-];
-
-const fn key(path: &'static str, kind: Kind, help: &'static str) -> Key {
+/// A key without a flag (file and environment only).
+pub const fn key(path: &'static str, kind: Kind, help: &'static str) -> Key {
     Key {
         path,
         kind,
@@ -72,11 +80,14 @@ const fn key(path: &'static str, kind: Kind, help: &'static str) -> Key {
         flag: None,
         platform_env: &[],
         secret: false,
+        redact: None,
+        parse: None,
         help,
     }
 }
 
-const fn flag(
+/// A key with a flag.
+pub const fn flag(
     path: &'static str,
     short: Option<char>,
     flag: &'static str,
@@ -84,17 +95,14 @@ const fn flag(
     help: &'static str,
 ) -> Key {
     Key {
-        path,
-        kind,
-        short,
         flag: Some(flag),
-        platform_env: &[],
-        secret: false,
-        help,
+        short,
+        ..key(path, kind, help)
     }
 }
 
-const SECS: Kind = Kind::Int {
+/// Whole seconds, up to a year.
+pub const SECS: Kind = Kind::Int {
     min: 0,
     max: 31_536_000,
 };
@@ -103,10 +111,76 @@ const BIG: Kind = Kind::Int {
     max: i64::MAX,
 };
 
-/// Every key, in the order `corral config` prints them.
+fn parse_bind(s: &str) -> Result<(), String> {
+    BindAddr::parse(s).map(drop).map_err(|e| e.to_string())
+}
+
+fn parse_db_url(s: &str) -> Result<(), String> {
+    DbUrl::parse(s)
+        .map(drop)
+        .map_err(|_| "expected sqlite://PATH or postgres://…".to_string())
+}
+
+/// An application's own `[section]` of the configuration: its keys (paths
+/// `section.key`), their defaults, and the checks that need more than one key.
+#[derive(Debug)]
+pub struct Section {
+    pub name: &'static str,
+    pub keys: &'static [Key],
+    /// The defaults, as the section's TOML table (every key that has one).
+    pub defaults: fn() -> toml::Table,
+    /// Cross-key checks on the merged section: `Err((key path, why))`.
+    pub validate: fn(&toml::Table) -> Result<(), (&'static str, String)>,
+}
+
+/// The keys one binary accepts: the core's, then its application's section.
+#[derive(Debug)]
+pub struct Schema {
+    section: Option<&'static Section>,
+}
+
+impl Schema {
+    pub const fn new(section: Option<&'static Section>) -> Schema {
+        Schema { section }
+    }
+
+    /// The application's section, if it has one.
+    pub fn section(&self) -> Option<&'static Section> {
+        self.section
+    }
+
+    /// Every key, in the order `corral config` prints them.
+    pub fn keys(&self) -> impl Iterator<Item = &'static Key> + Clone + '_ {
+        KEYS.iter()
+            .chain(self.section.into_iter().flat_map(|s| s.keys.iter()))
+    }
+
+    /// The key declared at `path`.
+    pub fn find(&self, path: &str) -> Option<&'static Key> {
+        self.keys().find(|k| k.path == path)
+    }
+
+    /// The sections a file may hold: `[database]` and the application's.
+    pub fn is_section(&self, name: &str) -> bool {
+        name == "database" || self.section.is_some_and(|s| s.name == name)
+    }
+
+    /// The defaults of every key, as one TOML table.
+    pub fn defaults_table(&self) -> toml::Table {
+        let mut t = toml::Table::try_from(defaults()).expect("defaults serialise");
+        t.remove("app");
+        if let Some(s) = self.section {
+            t.insert(s.name.into(), toml::Value::Table((s.defaults)()));
+        }
+        t
+    }
+}
+
+/// The core's keys, in the order `corral config` prints them.
 pub static KEYS: &[Key] = &[
     Key {
         platform_env: &["PORT"],
+        parse: Some(parse_bind),
         ..flag(
             "bind",
             Some('b'),
@@ -141,53 +215,28 @@ pub static KEYS: &[Key] = &[
     flag("pid", Some('p'), "pid", Kind::Path, "Pidfile: written after binding, removed at exit"),
     flag("access_logfile", None, "access-logfile", Kind::Str, "Access log file, in Gunicorn's format ('-' = stdout); off when unset"),
     flag("error_logfile", None, "error-logfile", Kind::Str, "Error log file ('-' = stderr)"),
-    flag("log_level", None, "log-level", Kind::Enum(LOG_LEVELS), "debug, info, warning, error or critical"),
-    flag("log_format", None, "log-format", Kind::Enum(&["text", "json"]), "text (Gunicorn-like lines) or json (one object per line)"),
+    flag("log_level", None, "log-level", Kind::Enum(LogLevel::NAMES), "debug, info, warning, error or critical"),
+    flag("log_format", None, "log-format", Kind::Enum(LogFormat::NAMES), "text (Gunicorn-like lines) or json (one object per line)"),
     flag("reload", None, "reload", Kind::Bool, "Development: restart workers when the config file, the migrations or the binary change"),
     flag("reload_extra_file", None, "reload-extra-file", Kind::List, "Extra file watched by --reload; repeat for several"),
     flag("production", None, "production", Kind::Bool, "Refuse development conveniences such as a generated SECRET_KEY; implied under Heroku (DYNO) and systemd (INVOCATION_ID)"),
     Key {
         platform_env: &["DATABASE_URL"],
-        secret: true,
+        redact: Some(storage::url::redact),
+        parse: Some(parse_db_url),
         ..flag("database.url", None, "database-url", Kind::Str, "sqlite://PATH (default sqlite://corral.db) or postgres://…")
     },
-    flag("database.migrate", None, "migrate", Kind::Enum(&["apply", "check", "off"]), "At boot: apply pending migrations, check that none is pending, or skip"),
+    flag("database.migrate", None, "migrate", Kind::Enum(MigrateMode::NAMES), "At boot: apply pending migrations, check that none is pending, or skip"),
     flag("database.migrations_dir", None, "migrations-dir", Kind::Path, "Read migrations from this directory instead of those built into the binary"),
     key("database.pool_size", Kind::Int { min: 1, max: 1000 }, "Database connections per worker process"),
     key("database.connect_timeout", Kind::Int { min: 1, max: 3600 }, "Seconds to wait for a database connection before answering 503"),
     key("database.lock_timeout", SECS, "Seconds to wait for the migration lock"),
-    Key {
-        platform_env: &["SECRET_KEY"],
-        secret: true,
-        ..key("auth.secret_key", Kind::Str, "HMAC signing key (Django's SECRET_KEY), at least 32 bytes in production")
-    },
-    key("auth.algorithm", Kind::Enum(ALGORITHMS), "Signing algorithm; only this one is accepted"),
-    key("auth.signing_key_file", Kind::Path, "PEM private key for RS*/PS*/ES*/EdDSA"),
-    key("auth.verifying_key_files", Kind::List, "More PEM public keys accepted by kid (key rotation)"),
-    key("auth.access_token_lifetime_secs", Kind::Int { min: 1, max: 31_536_000 }, "Access token lifetime (simplejwt ACCESS_TOKEN_LIFETIME)"),
-    key("auth.refresh_token_lifetime_secs", Kind::Int { min: 1, max: 315_360_000 }, "Refresh token lifetime (REFRESH_TOKEN_LIFETIME)"),
-    key("auth.rotate_refresh_tokens", Kind::Bool, "Refresh returns a new refresh token too (ROTATE_REFRESH_TOKENS)"),
-    key("auth.blacklist_after_rotation", Kind::Bool, "A rotated refresh token is single-use; reuse revokes its family (BLACKLIST_AFTER_ROTATION)"),
-    key("auth.update_last_login", Kind::Bool, "Record last_login on each token obtain (UPDATE_LAST_LOGIN)"),
-    key("auth.audience", Kind::Str, "aud claim added and required (AUDIENCE)"),
-    key("auth.issuer", Kind::Str, "iss claim added and required (ISSUER)"),
-    key("auth.leeway_secs", SECS, "Clock leeway for exp, nbf and iat (LEEWAY)"),
-    key("auth.auth_header_types", Kind::List, "Accepted Authorization schemes (AUTH_HEADER_TYPES)"),
-    key("auth.user_id_claim", Kind::Str, "Claim that carries the user id (USER_ID_CLAIM)"),
-    key("auth.check_user_is_active", Kind::Bool, "Refuse tokens of inactive users (CHECK_USER_IS_ACTIVE)"),
-    key("auth.max_pbkdf2_iterations", Kind::Int { min: 1, max: 100_000_000 }, "Highest PBKDF2 iteration count a stored Django hash may demand"),
-    key("auth.password_hash_threads", Kind::Int { min: 1, max: 64 }, "Threads per worker hashing passwords, off the event loop"),
 ];
-
-/// The key declared at `path`.
-pub fn find(path: &str) -> Option<&'static Key> {
-    KEYS.iter().find(|k| k.path == path)
-}
 
 /// Built-in defaults. `workers` is the number of CPUs.
 pub fn defaults() -> Config {
     Config {
-        bind: vec!["127.0.0.1:8000".into()],
+        bind: vec![BindAddr::Tcp(([127, 0, 0, 1], 8000).into())],
         workers: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
@@ -206,38 +255,39 @@ pub fn defaults() -> Config {
         pid: None,
         access_logfile: None,
         error_logfile: "-".into(),
-        log_level: "info".into(),
-        log_format: "text".into(),
+        log_level: LogLevel::Info,
+        log_format: LogFormat::Text,
         reload: false,
         reload_extra_file: vec![],
         production: false,
-        database: DatabaseConfig {
-            url: "sqlite://corral.db".into(),
-            migrate: "apply".into(),
+        database: storage::Settings {
+            url: DbUrl::parse("sqlite://corral.db").expect("a valid URL"),
+            migrate: MigrateMode::Apply,
             migrations_dir: None,
             pool_size: 4,
             connect_timeout: 5,
             lock_timeout: 120,
         },
-        auth: AuthConfig {
-            secret_key: None,
-            algorithm: "HS256".into(),
-            signing_key_file: None,
-            verifying_key_files: vec![],
-            access_token_lifetime_secs: 300,
-            refresh_token_lifetime_secs: 86_400,
-            rotate_refresh_tokens: false,
-            blacklist_after_rotation: true,
-            update_last_login: false,
-            audience: None,
-            issuer: None,
-            leeway_secs: 0,
-            auth_header_types: vec!["Bearer".into()],
-            user_id_claim: "user_id".into(),
-            check_user_is_active: true,
-            max_pbkdf2_iterations: 3_000_000,
-            password_hash_threads: 1,
-        },
+        app: AppSection::default(),
+    }
+}
+
+/// Fails the calling test if the README lacks one of `keys` or its flag.
+#[cfg(test)]
+pub(crate) fn assert_documented(keys: &[Key]) {
+    let readme = include_str!("../../README.md");
+    for k in keys {
+        assert!(
+            readme.contains(&format!("`{}`", k.path)),
+            "README lacks key {}",
+            k.path
+        );
+        if let Some(f) = k.flag {
+            assert!(
+                readme.contains(&format!("--{f}")),
+                "README lacks flag --{f}"
+            );
+        }
     }
 }
 
@@ -254,11 +304,8 @@ mod tests {
         c.pid = Some("x".into());
         c.access_logfile = Some("-".into());
         c.database.migrations_dir = Some("x".into());
-        c.auth.secret_key = Some("x".into());
-        c.auth.signing_key_file = Some("x".into());
-        c.auth.audience = Some("x".into());
-        c.auth.issuer = Some("x".into());
-        let table = toml::Table::try_from(&c).unwrap();
+        let mut table = toml::Table::try_from(&c).unwrap();
+        table.remove("app");
         let mut paths = vec![];
         for (k, v) in &table {
             match v {
@@ -275,19 +322,6 @@ mod tests {
     /// The README documents every key and flag: one added here and not there fails.
     #[test]
     fn readme_documents_every_key_and_flag() {
-        let readme = include_str!("../../README.md");
-        for k in KEYS {
-            assert!(
-                readme.contains(&format!("`{}`", k.path)),
-                "README lacks key {}",
-                k.path
-            );
-            if let Some(f) = k.flag {
-                assert!(
-                    readme.contains(&format!("--{f}")),
-                    "README lacks flag --{f}"
-                );
-            }
-        }
+        assert_documented(KEYS);
     }
 }

@@ -9,7 +9,7 @@
 //! Unlike Gunicorn, client-controlled fields are escaped (`"` and control characters as
 //! `\xNN`, nginx-style), so a crafted User-Agent cannot forge a second log line.
 
-use crate::logging::{clf_time, Format, SharedSink};
+use crate::logging::{clf_time, LogFormat, SharedSink};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,12 +32,12 @@ pub struct Entry<'a> {
 #[derive(Clone)]
 pub struct AccessLog {
     sink: SharedSink,
-    format: Format,
+    format: LogFormat,
 }
 
 impl AccessLog {
     /// `-` is stdout.
-    pub fn open(dest: &str, format: Format) -> std::io::Result<AccessLog> {
+    pub fn open(dest: &str, format: LogFormat) -> std::io::Result<AccessLog> {
         Ok(AccessLog {
             sink: SharedSink::open(dest, false)?,
             format,
@@ -54,8 +54,8 @@ impl AccessLog {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let line = match self.format {
-            Format::Text => text_line(e, secs),
-            Format::Json => json_line(e),
+            LogFormat::Text => text_line(e, secs),
+            LogFormat::Json => json_line(e),
         };
         self.sink.write_line(line.as_bytes());
     }

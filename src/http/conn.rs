@@ -4,20 +4,21 @@
 //!
 //! hyper's own `header_read_timeout` also counts keep-alive idle time and closes the
 //! connection without a response, so both timeouts are enforced here instead: the socket
-//! records when a request head starts arriving (`sys::io::Activity`), and a timer checks
+//! records when a request head starts arriving ([`Activity`]), and a timer checks
 //! it. A slow head gets a real `408`, written on the socket taken back from hyper.
 
 use super::access_log::Entry;
+use super::io::{Activity, Conn, Phase, Stream};
 use super::{
     json_error, AppService, BoxError, PeerAddr, ResponseBody, Settings, Shared, REQUEST_ID,
 };
-use crate::sys::io::{Activity, Conn, Phase, Stream};
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, REFERER, USER_AGENT};
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -59,7 +60,8 @@ pub(super) async fn run<S: AppService>(
     };
     // Not pinned in place: on a header timeout the socket is taken back (`into_parts`)
     // to answer 408, which needs the connection by value (it is `Unpin`).
-    let mut conn = builder.serve_connection(Conn::new(stream, activity.clone()), svc);
+    let io = TokioIo::new(Conn::new(stream, activity.clone()));
+    let mut conn = builder.serve_connection(io, svc);
     let (keep_alive, header_timeout) = (shared.settings.keep_alive, shared.settings.header_timeout);
     loop {
         let now_ms = crate::sys::monotonic_ms();
@@ -83,7 +85,7 @@ pub(super) async fn run<S: AppService>(
                         Pin::new(&mut conn).graceful_shutdown();
                     }
                     Phase::Head(since) if ms_left(since, header_timeout, now_ms).is_zero() => {
-                        request_timeout(&conn.into_parts().io, peer, &shared);
+                        request_timeout(conn.into_parts().io.inner(), peer, &shared);
                         return;
                     }
                     _ => {}
@@ -175,11 +177,8 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
                             request_id = id.to_str().unwrap_or(""),
                             "application error: {e}"
                         );
-                        json_error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "A server error occurred.",
-                        )
-                        .map(Either::Left)
+                        json_error(StatusCode::INTERNAL_SERVER_ERROR, super::SERVER_ERROR)
+                            .map(Either::Left)
                     }
                 },
             };

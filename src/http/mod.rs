@@ -12,16 +12,17 @@
 //! - graceful draining: on TERM the listeners close, every later response carries
 //!   `Connection: close`, and the worker exits once its connections are gone.
 
-pub mod access_log;
+pub(crate) mod access_log;
 mod conn;
+mod io;
 
-use crate::sys::io::Stream;
 use crate::sys::scoreboard::{Balance, Scoreboard, State, SLOTS};
 use bytes::Bytes;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
+use io::Stream;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub type RequestBody = Limited<Incoming>;
 /// Errors applications may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Response bodies: ours (errors) or the application's.
-pub type ResponseBody<B> = Either<Full<Bytes>, B>;
+pub(crate) type ResponseBody<B> = Either<Full<Bytes>, B>;
 
 /// What a worker can serve: any hyper service over [`RequestBody`] whose futures and
 /// bodies can move between tasks. Implemented for every such service; never implement it
@@ -96,9 +97,13 @@ const MAX_DEFER_MS: u32 = 5;
 pub const REQUEST_ID: hyper::header::HeaderName =
     hyper::header::HeaderName::from_static("x-request-id");
 
+/// The `detail` of a 500 (Django's words), for the core's own answer to a failing
+/// service and for applications that answer the same way.
+pub const SERVER_ERROR: &str = "A server error occurred.";
+
 /// What the worker was told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     Run,
     /// Graceful: stop accepting, finish in-flight requests, close keep-alives.
     Drain,
@@ -108,20 +113,20 @@ pub enum Stop {
 
 /// HTTP settings of one worker, from the configuration.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub keep_alive: Duration,
-    pub header_timeout: Duration,
-    pub limit_request_line: usize,
-    pub limit_request_fields: usize,
-    pub limit_request_field_size: usize,
-    pub limit_request_body: u64,
+pub(crate) struct Settings {
+    pub(crate) keep_alive: Duration,
+    pub(crate) header_timeout: Duration,
+    pub(crate) limit_request_line: usize,
+    pub(crate) limit_request_fields: usize,
+    pub(crate) limit_request_field_size: usize,
+    pub(crate) limit_request_body: u64,
     /// Requests after which the worker asks to be replaced; 0 = never.
-    pub max_requests: u64,
-    pub worker_connections: usize,
+    pub(crate) max_requests: u64,
+    pub(crate) worker_connections: usize,
 }
 
 impl Settings {
-    pub fn from_config(c: &crate::config::Config) -> Settings {
+    pub(crate) fn from_config(c: &crate::config::Config) -> Settings {
         let jitter = if c.max_requests_jitter > 0 {
             uuid::Uuid::new_v4().as_u128() as u64 % (c.max_requests_jitter + 1)
         } else {
@@ -145,10 +150,10 @@ impl Settings {
 }
 
 /// State shared by every connection of a worker.
-pub struct Shared {
-    pub settings: Settings,
-    pub board: Arc<Scoreboard>,
-    pub access_log: Option<access_log::AccessLog>,
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) board: Arc<Scoreboard>,
+    pub(crate) access_log: Option<access_log::AccessLog>,
     wake: Option<OwnedFd>,
     balance: Option<(Arc<Balance>, usize)>,
     draining: AtomicBool,
@@ -158,7 +163,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
+    pub(crate) fn new(
         settings: Settings,
         board: Arc<Scoreboard>,
         access_log: Option<access_log::AccessLog>,
@@ -179,7 +184,7 @@ impl Shared {
     }
 
     /// Wakes the master so it looks at this worker's scoreboard now.
-    pub fn wake_master(&self) {
+    pub(crate) fn wake_master(&self) {
         if let Some(fd) = &self.wake {
             let _ = nix::unistd::write(fd, b"!");
         }
@@ -246,7 +251,7 @@ impl Shared {
     }
 
     /// Starts publishing on the balance board: this worker accepts from now on.
-    pub fn accepting(&self) {
+    pub(crate) fn accepting(&self) {
         self.publish(self.connections.load(Relaxed));
     }
 
@@ -266,14 +271,14 @@ impl Shared {
 }
 
 /// A listening socket handed to the worker.
-pub enum Listening {
+pub(crate) enum Listening {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
 }
 
 impl Listening {
     /// Wraps an inherited descriptor (must be called inside the runtime).
-    pub fn from_fd(fd: OwnedFd, unix: bool) -> std::io::Result<Listening> {
+    pub(crate) fn from_fd(fd: OwnedFd, unix: bool) -> std::io::Result<Listening> {
         if unix {
             let l = std::os::unix::net::UnixListener::from(fd);
             l.set_nonblocking(true)?;
@@ -298,7 +303,7 @@ impl Listening {
 }
 
 /// Serves `service` on `listeners` until `stop` says otherwise, then drains.
-pub async fn serve<S: AppService>(
+pub(crate) async fn serve<S: AppService>(
     listeners: Vec<Listening>,
     service: S,
     shared: Arc<Shared>,
@@ -398,7 +403,7 @@ async fn accept_loop<S: AppService>(
 
 /// A well-formed incoming `X-Request-ID` (Heroku's rule: 20–200 characters of letters,
 /// digits, `+`, `=`, `/`, `-`) is kept; anything else is replaced by a fresh UUID.
-pub fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
+pub(crate) fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
     if let Some(v) = incoming {
         let b = v.as_bytes();
         if (20..=200).contains(&b.len())

@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 
 /// A signal the master acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Signal {
+pub(super) enum Signal {
     // Ordered by priority: shutdown requests are handled before anything else that
     // arrived in the same batch.
     Int,
@@ -70,14 +70,14 @@ const HANDLED: &[i32] = &[
 ];
 
 /// Signals received and not yet handled.
-pub struct SignalQueue {
+pub(super) struct SignalQueue {
     delivery: SignalDelivery<UnixStream, SignalOnly>,
 }
 
 impl SignalQueue {
     /// Installs the handlers. Until then the default dispositions apply (TERM kills),
     /// which is right for a master that has not spawned anything yet.
-    pub fn install() -> io::Result<SignalQueue> {
+    pub(super) fn install() -> io::Result<SignalQueue> {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
@@ -86,12 +86,12 @@ impl SignalQueue {
     }
 
     /// Readable when a signal has arrived.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
         self.delivery.get_read().as_fd()
     }
 
     /// Empties the pipe, then returns what arrived, highest priority first.
-    pub fn drain(&mut self) -> Vec<Signal> {
+    pub(super) fn drain(&mut self) -> Vec<Signal> {
         let mut sigs: Vec<Signal> = self
             .delivery
             .pending()

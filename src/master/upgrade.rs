@@ -11,6 +11,7 @@
 //! If the new master dies before it is ready, the old master reaps it, says so, and keeps
 //! serving. Unlike Gunicorn, nothing waits for an operator's WINCH or TERM.
 
+use crate::cli::UpgradeArgs;
 use crate::sys::process::{self, Exit, Spawn};
 use nix::unistd::Pid;
 use std::ffi::OsString;
@@ -20,13 +21,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use tracing::{error, info, warn};
 
-/// Hidden flags through which a master hands its sockets to its successor.
-pub const FDS_FLAG: &str = "--upgrade-fds";
-pub const SOCK_FLAG: &str = "--upgrade-sock";
-
 /// Upgrade state of one master.
 #[derive(Debug)]
-pub struct Upgrade {
+pub(super) struct Upgrade {
     /// Arguments to start `serve` with again (argv without our hidden flags).
     args: Vec<OsString>,
     /// Old-master side: the new master being started.
@@ -44,24 +41,12 @@ pub struct Upgrade {
 impl Upgrade {
     /// `args` are this process's arguments; `parent_sock` is set when this master was
     /// itself started by USR2.
-    pub fn new(
-        args: Vec<OsString>,
+    pub(super) fn new(
+        args: &[OsString],
         parent_sock: Option<UnixStream>,
         final_pidfile: Option<PathBuf>,
     ) -> Upgrade {
-        let mut clean = vec![];
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            if a == FDS_FLAG || a == SOCK_FLAG {
-                it.next();
-                continue;
-            }
-            let s = a.to_string_lossy();
-            if s.starts_with(&format!("{FDS_FLAG}=")) || s.starts_with(&format!("{SOCK_FLAG}=")) {
-                continue;
-            }
-            clean.push(a);
-        }
+        let clean = UpgradeArgs::strip(args);
         if let Some(s) = &parent_sock {
             let _ = s.set_nonblocking(true);
         }
@@ -77,12 +62,12 @@ impl Upgrade {
     }
 
     /// Whether this master is a new one still waiting for its predecessor to leave.
-    pub fn is_successor(&self) -> bool {
+    pub(super) fn is_successor(&self) -> bool {
         self.parent.is_some()
     }
 
     /// Starts the new master (old-master side).
-    pub fn start(&mut self, exe: &Path, listener_fds: &[i32], master_only_env: &[&str]) {
+    pub(super) fn start(&mut self, exe: &Path, listener_fds: &[i32], master_only_env: &[&str]) {
         if self.child.is_some() {
             return warn!("An upgrade is already in progress; ignoring USR2");
         }
@@ -97,10 +82,13 @@ impl Upgrade {
         };
         let _ = ours.set_nonblocking(true);
         let mut args = self.args.clone();
-        args.push(FDS_FLAG.into());
-        args.push(crate::sys::listener::encode_fds(listener_fds).into());
-        args.push(SOCK_FLAG.into());
-        args.push(theirs.as_raw_fd().to_string().into());
+        args.extend(
+            UpgradeArgs {
+                fds: listener_fds.to_vec(),
+                sock: theirs.as_raw_fd(),
+            }
+            .to_argv(),
+        );
         let mut inherit = listener_fds.to_vec();
         inherit.push(theirs.as_raw_fd());
         // The successor keeps NOTIFY_SOCKET and WATCHDOG_USEC: it becomes the unit's main
@@ -133,7 +121,7 @@ impl Upgrade {
     }
 
     /// The descriptor to poll: the new master's socket (old side) or the old master's (new side).
-    pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+    pub(super) fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         match (&self.child, &self.parent) {
             (Some((_, s)), _) => Some(s.as_fd()),
             (None, Some(s)) => Some(s.as_fd()),
@@ -142,7 +130,7 @@ impl Upgrade {
     }
 
     /// Reads what arrived on the upgrade sockets.
-    pub fn poll_events(&mut self) {
+    pub(super) fn poll_events(&mut self) {
         let mut buf = [0u8; 64];
         if let Some((_, s)) = &mut self.child {
             if let Ok(n) = s.read(&mut buf) {
@@ -168,7 +156,7 @@ impl Upgrade {
     }
 
     /// Old side: the pid of a new master that has just reported ready.
-    pub fn take_ready(&mut self) -> Option<Pid> {
+    pub(super) fn take_ready(&mut self) -> Option<Pid> {
         if !self.child_ready {
             return None;
         }
@@ -177,12 +165,12 @@ impl Upgrade {
     }
 
     /// Old side: stop tracking the new master (it outlives us).
-    pub fn detach(&mut self) {
+    pub(super) fn detach(&mut self) {
         self.child = None;
     }
 
     /// Old side: a child ended; true if it was the new master (which then failed).
-    pub fn child_exited(&mut self, pid: Pid, how: Exit) -> bool {
+    pub(super) fn child_exited(&mut self, pid: Pid, how: Exit) -> bool {
         if self.child.as_ref().is_some_and(|(p, _)| *p == pid) {
             self.child = None;
             error!(new_master = pid.as_raw(), "Upgrade failed: the new master (pid: {pid}) ended with {how} before it was ready; this master keeps serving");
@@ -192,7 +180,7 @@ impl Upgrade {
     }
 
     /// New side: tell the old master that this one is ready (once).
-    pub fn announce_ready(&mut self) {
+    pub(super) fn announce_ready(&mut self) {
         if self.announced {
             return;
         }
@@ -203,12 +191,12 @@ impl Upgrade {
     }
 
     /// New side: true once, when the old master has gone and this one takes over.
-    pub fn promoted(&mut self) -> bool {
+    pub(super) fn promoted(&mut self) -> bool {
         std::mem::take(&mut self.promoted_now)
     }
 
     /// New side: the pidfile path to move to once promoted.
-    pub fn final_pidfile(&self) -> Option<&Path> {
+    pub(super) fn final_pidfile(&self) -> Option<&Path> {
         self.final_pidfile.as_deref()
     }
 }

@@ -6,19 +6,18 @@
 //! HTTP. Pools are opened lazily, one per worker process after it starts: nothing here
 //! ever crosses a fork.
 
-pub mod cli;
 pub mod migrate;
-pub mod tokens;
-pub mod users;
+pub mod url;
 
-use crate::config::DatabaseConfig;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{PgPool, SqlitePool};
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+pub use migrate::MigrateMode;
+pub use url::DbUrl;
 
 /// Which database a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,76 +36,23 @@ impl Dialect {
     }
 }
 
-/// A parsed `DATABASE_URL`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DbUrl {
-    pub dialect: Dialect,
-    raw: String,
-    /// The database file, for SQLite on disk (`None` for `:memory:`).
-    pub sqlite_path: Option<PathBuf>,
-}
-
-impl fmt::Debug for DbUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DbUrl({})", self.redacted())
-    }
-}
-
-impl DbUrl {
-    pub fn parse(url: &str) -> Result<DbUrl, StorageError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(DbUrl {
-                dialect: Dialect::Postgres,
-                raw: url.to_string(),
-                sqlite_path: None,
-            });
-        }
-        if let Some(rest) = url.strip_prefix("sqlite:") {
-            let rest = rest.strip_prefix("//").unwrap_or(rest);
-            let path = rest.split('?').next().unwrap_or("");
-            let sqlite_path = match path {
-                "" | ":memory:" => None,
-                p => Some(PathBuf::from(p)),
-            };
-            return Ok(DbUrl {
-                dialect: Dialect::Sqlite,
-                raw: url.to_string(),
-                sqlite_path,
-            });
-        }
-        Err(StorageError::Config(format!(
-            "unsupported database URL {}: expected sqlite://PATH or postgres://…",
-            crate::config::load::redact_url(url)
-        )))
-    }
-
-    /// The URL with any password replaced, for messages.
-    pub fn redacted(&self) -> String {
-        crate::config::load::redact_url(&self.raw)
-    }
-
-    pub fn pg_options(&self, application_name: &str) -> Result<PgConnectOptions, StorageError> {
-        let opts = PgConnectOptions::from_str(&self.raw)
-            .map_err(|e| StorageError::Config(format!("bad DATABASE_URL: {e}")))?;
-        Ok(opts.application_name(application_name))
-    }
-
-    /// WAL, a busy timeout and NORMAL synchronous so that many worker processes can share
-    /// one file; the file is created when missing.
-    pub fn sqlite_options(&self) -> Result<SqliteConnectOptions, StorageError> {
-        let opts = if self.sqlite_path.is_none() {
-            SqliteConnectOptions::from_str("sqlite::memory:")
-        } else {
-            SqliteConnectOptions::from_str(&self.raw)
-        }
-        .map_err(|e| StorageError::Config(format!("bad DATABASE_URL: {e}")))?;
-        Ok(opts
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true))
-    }
+/// `[database]`: where the data lives, how pools connect, and how migrations run at boot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `sqlite://path` or `postgres://…` (Heroku's `DATABASE_URL`).
+    pub url: DbUrl,
+    /// What `serve` does with migrations at boot.
+    pub migrate: MigrateMode,
+    /// Load migrations from this directory instead of the ones built into the binary.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub migrations_dir: Option<PathBuf>,
+    /// Connections per worker process.
+    pub pool_size: u64,
+    /// Seconds to wait for a connection before answering 503.
+    pub connect_timeout: u64,
+    /// Seconds to wait for the migration lock before giving up.
+    pub lock_timeout: u64,
 }
 
 /// A worker's connection pool.
@@ -119,10 +65,10 @@ pub enum Db {
 impl Db {
     /// A pool that connects on first use, so a worker boots (and serves 503s) even while
     /// the database is down.
-    pub fn open_lazy(cfg: &DatabaseConfig) -> Result<Db, StorageError> {
-        let url = DbUrl::parse(&cfg.url)?;
+    pub fn open_lazy(cfg: &Settings) -> Result<Db, StorageError> {
+        let url = &cfg.url;
         let timeout = Duration::from_secs(cfg.connect_timeout);
-        Ok(match url.dialect {
+        Ok(match url.dialect() {
             Dialect::Postgres => Db::Postgres(
                 PgPoolOptions::new()
                     .max_connections(cfg.pool_size as u32)
@@ -156,7 +102,6 @@ impl Db {
 }
 
 /// Runs the same code against whichever pool `$db` holds, binding it to `$p`.
-#[macro_export]
 macro_rules! on_db {
     ($db:expr, $p:ident => $body:expr) => {
         match $db {
@@ -165,6 +110,7 @@ macro_rules! on_db {
         }
     };
 }
+pub(crate) use on_db;
 
 /// What can go wrong in storage.
 #[derive(Debug)]
@@ -233,28 +179,4 @@ pub fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let u = DbUrl::parse("sqlite://corral.db").unwrap();
-        assert_eq!(
-            (u.dialect, u.sqlite_path.as_deref()),
-            (Dialect::Sqlite, Some(std::path::Path::new("corral.db")))
-        );
-        let u = DbUrl::parse("sqlite:///tmp/x.db?mode=rwc").unwrap();
-        assert_eq!(
-            u.sqlite_path.as_deref(),
-            Some(std::path::Path::new("/tmp/x.db"))
-        );
-        assert_eq!(DbUrl::parse("sqlite::memory:").unwrap().sqlite_path, None);
-        let u = DbUrl::parse("postgres://u:pw@h:5432/db?sslmode=require").unwrap();
-        assert_eq!(u.dialect, Dialect::Postgres);
-        assert!(!u.redacted().contains("pw"));
-        assert!(DbUrl::parse("mysql://x").is_err());
-    }
 }

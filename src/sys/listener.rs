@@ -12,19 +12,36 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 /// A parsed `--bind` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It lives here, beside the code that binds it, so that the OS layer depends on nothing
+/// else in the crate; `config` carries it typed from the moment a value is read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum BindAddr {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
 
+/// Why a `--bind` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadBindAddr(String);
+
+impl fmt::Display for BadBindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadBindAddr {}
+
 impl BindAddr {
     /// `HOST:PORT`, `[IPv6]:PORT` or `unix:PATH`. Host names are resolved (first address).
-    pub fn parse(s: &str) -> Result<BindAddr, String> {
+    pub fn parse(s: &str) -> Result<BindAddr, BadBindAddr> {
+        let bad = |why: String| BadBindAddr(why);
         if let Some(path) = s.strip_prefix("unix:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(format!("{s:?}: empty unix socket path"));
+                return Err(bad(format!("{s:?}: empty unix socket path")));
             }
             return Ok(BindAddr::Unix(PathBuf::from(path)));
         }
@@ -32,20 +49,37 @@ impl BindAddr {
             return Ok(BindAddr::Tcp(addr));
         }
         let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(format!(
+            return Err(bad(format!(
                 "{s:?}: expected HOST:PORT, [IPv6]:PORT or unix:PATH"
-            ));
+            )));
         };
         let port: u16 = port
             .parse()
-            .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+            .map_err(|_| bad(format!("{s:?}: {port:?} is not a port number")))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         (host, port)
             .to_socket_addrs()
-            .map_err(|e| format!("{s:?}: cannot resolve {host:?}: {e}"))?
+            .map_err(|e| bad(format!("{s:?}: cannot resolve {host:?}: {e}")))?
             .next()
             .map(BindAddr::Tcp)
-            .ok_or_else(|| format!("{s:?}: {host:?} has no address"))
+            .ok_or_else(|| bad(format!("{s:?}: {host:?} has no address")))
+    }
+}
+
+impl TryFrom<String> for BindAddr {
+    type Error = BadBindAddr;
+    fn try_from(s: String) -> Result<BindAddr, BadBindAddr> {
+        BindAddr::parse(&s)
+    }
+}
+
+impl From<BindAddr> for String {
+    /// The form `--bind` takes: `127.0.0.1:8000`, `[::1]:8000`, `unix:/run/app.sock`.
+    fn from(b: BindAddr) -> String {
+        match b {
+            BindAddr::Tcp(a) => a.to_string(),
+            BindAddr::Unix(p) => format!("unix:{}", p.display()),
+        }
     }
 }
 
@@ -172,31 +206,13 @@ pub fn adopt(fd: RawFd) -> io::Result<Listener> {
     })
 }
 
-/// `3,4,5`: how descriptor numbers travel in argv.
-pub fn encode_fds(fds: &[RawFd]) -> String {
-    fds.iter()
-        .map(|f| f.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-pub fn decode_fds(s: &str) -> Result<Vec<RawFd>, String> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.trim()
-                .parse::<RawFd>()
-                .map_err(|_| format!("bad descriptor number {p:?}"))
-        })
-        .collect()
-}
-
 /// Systemd socket activation (`sd_listen_fds(3)`): the descriptors from 3 on, when
 /// `LISTEN_PID` is this process. Returns `(fd, name)` pairs; names come from
 /// `LISTEN_FDNAMES` when present.
 pub fn systemd_fds(
     env: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<(RawFd, String)>, String> {
+) -> io::Result<Vec<(RawFd, String)>> {
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
     let Some(pid) = env.get("LISTEN_PID") else {
         return Ok(vec![]);
     };
@@ -205,10 +221,10 @@ pub fn systemd_fds(
     }
     let n: i32 = env
         .get("LISTEN_FDS")
-        .ok_or("LISTEN_PID is set but LISTEN_FDS is not")?
+        .ok_or_else(|| invalid("LISTEN_PID is set but LISTEN_FDS is not"))?
         .trim()
         .parse()
-        .map_err(|_| "LISTEN_FDS is not a number")?;
+        .map_err(|_| invalid("LISTEN_FDS is not a number"))?;
     let names: Vec<String> = env
         .get("LISTEN_FDNAMES")
         .map(|s| s.split(':').map(String::from).collect())
@@ -247,7 +263,8 @@ mod tests {
         assert!(BindAddr::parse("localhost:80").is_ok());
         assert!(BindAddr::parse("nonsense").is_err());
         assert!(BindAddr::parse("1.2.3.4:99999").is_err());
-        assert_eq!(decode_fds(&encode_fds(&[3, 4])).unwrap(), vec![3, 4]);
+        let back: String = BindAddr::parse("[::1]:80").unwrap().into();
+        assert_eq!(back, "[::1]:80");
     }
 
     #[test]

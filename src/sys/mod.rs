@@ -6,7 +6,6 @@
 //! Everything here is a thin, safe wrapper that the master, the worker and the HTTP layer
 //! call without knowing about file descriptors' ownership rules.
 
-pub mod io;
 pub mod listener;
 pub mod notify;
 pub mod pidfile;

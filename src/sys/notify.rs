@@ -30,10 +30,6 @@ impl Notifier {
         })
     }
 
-    pub fn disabled() -> Notifier {
-        Notifier { target: None }
-    }
-
     pub fn enabled(&self) -> bool {
         self.target.is_some()
     }

@@ -33,10 +33,6 @@ impl Pidfile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Moves the pidfile (`FILE.2` → `FILE` when an upgraded master is promoted).
     pub fn rename(&mut self, to: &Path) -> io::Result<()> {
         write_atomically(to, std::process::id())?;

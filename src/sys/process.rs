@@ -135,6 +135,25 @@ pub fn signal(pid: Pid, sig: Signal) -> io::Result<bool> {
     }
 }
 
+/// Sends `sig` to `pids`, reaps them for up to `grace`, then SIGKILLs and reaps what is
+/// left: how a master that must exit now makes sure no child outlives it.
+pub fn stop_all(pids: &[Pid], sig: Signal, grace: std::time::Duration) {
+    for pid in pids {
+        let _ = signal(*pid, sig);
+    }
+    let deadline = std::time::Instant::now() + grace;
+    let mut left: Vec<Pid> = pids.to_vec();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        let gone: Vec<Pid> = reap().into_iter().map(|(p, _)| p).collect();
+        left.retain(|p| !gone.contains(p));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for pid in left {
+        let _ = signal(pid, Signal::SIGKILL);
+    }
+    let _ = reap();
+}
+
 /// Whether a process with this pid exists (it may belong to someone else).
 pub fn exists(pid: Pid) -> bool {
     matches!(kill(pid, None), Ok(()) | Err(Errno::EPERM))

@@ -239,10 +239,6 @@ impl Scoreboard {
         self.board().requests.load(Relaxed)
     }
 
-    pub fn connections(&self) -> u64 {
-        self.board().connections.load(Relaxed)
-    }
-
     pub fn message(&self) -> Option<String> {
         let b = self.board();
         let len = b.message_len.load(Acquire) as usize;

@@ -257,9 +257,11 @@ fn the_sample_config_is_valid() {
     }
 }
 
-/// The library example: a custom service behind the same master.
+/// The custom-service example, built only on the library: it is served by the same
+/// master with no `--migrate` flag (it has no migrations, so boot runs none), and it has
+/// none of the JWT app: no `user` command, no `[auth]` keys, no tables.
 #[test]
-fn the_custom_service_example_is_served() {
+fn the_custom_service_example_is_served_without_the_jwt_app() {
     let exe = std::path::Path::new(BIN)
         .parent()
         .unwrap()
@@ -270,10 +272,13 @@ fn the_custom_service_example_is_served() {
             "CI runs the full `cargo test`, which builds the examples"
         );
         use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED the_custom_service_example_is_served: run the full `cargo test` to build the examples");
+        let _ = writeln!(std::io::stderr(), "SKIPPED the_custom_service_example_is_served_without_the_jwt_app: run the full `cargo test` to build the examples");
         return;
     }
-    let c = Corral::plain(2).exe(&exe).start();
+    let c = Corral::builder()
+        .args(["-b", "127.0.0.1:0", "-w", "2"])
+        .exe(&exe)
+        .start();
     let r = c.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["hello"], "world");
@@ -285,9 +290,44 @@ fn the_custom_service_example_is_served() {
         http(&c.addr, "POST", "/echo", &[], &[b'x'; 1000]).json()["bytes"],
         1000
     );
+    assert!(
+        !c.log().contains("Running migrations"),
+        "a service without migrations runs none: {}",
+        c.log()
+    );
+    assert!(
+        std::fs::read_dir(&c.dir).unwrap().next().is_none(),
+        "no database file was created in {}",
+        c.dir.display()
+    );
     let before = c.wait_workers(2, &[], T);
     let mark = c.mark();
     c.signal("HUP");
     c.expect_log_after(mark, "reload complete", T);
     c.wait_workers(2, &before, T);
+
+    let output = |args: &[&str]| {
+        let o = base_command(&exe, &c.dir).args(args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, help) = output(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(help.contains("serve") && help.contains("migrate"), "{help}");
+    assert!(!help.contains("user"), "no user command: {help}");
+    let (code, config) = output(&["config"]);
+    assert_eq!(code, Some(0));
+    assert!(config.contains("[database]"), "{config}");
+    assert!(
+        !config.contains("[auth]") && !config.contains("secret_key"),
+        "no [auth] keys: {config}"
+    );
+    let (code, _) = output(&["user", "list"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "`user` is not a command of the custom service"
+    );
 }

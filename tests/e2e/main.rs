@@ -1,9 +1,9 @@
 //! End-to-end tests: every test starts the real `corral` binary, on port 0, and drives it
 //! with real HTTP clients, real signals and a real database.
 
-mod support;
+mod support; // the server as a process, a raw HTTP client, per-test databases
 
-mod api; // the JWT app: simplejwt parity, vectors, attacks, rotation, outages, users, secrets
+mod api; // the JWT app: simplejwt parity, tokens, attacks, keys, rotation, outages, users, secrets
 mod config; // flags, env, file, `check`, `config`, binds, pidfile
 mod http; // limits, timeouts, request ids, access log
 mod master; // supervision, signals, reloads, recycling, shutdown, boot failure

@@ -10,13 +10,26 @@
 //! that is safe: integer times only, `aud` refused when none is configured, and the
 //! parsing rules of [`jws`].
 
-pub mod jws;
-pub mod keys;
-pub mod password;
+pub(crate) mod jws;
+pub(crate) mod keys;
+pub(crate) mod password;
 
-use jsonwebtoken::Algorithm;
+use crate::app::settings::AuthConfig;
 use serde_json::{Map, Value};
+use std::fmt;
 use uuid::Uuid;
+
+/// A token could not be signed (the key refused).
+#[derive(Debug)]
+pub struct SignError(String);
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot sign a token: {}", self.0)
+    }
+}
+
+impl std::error::Error for SignError {}
 
 /// simplejwt's token errors, with its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +180,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn new(c: &crate::config::AuthConfig) -> Result<Tokens, String> {
+    pub fn new(c: &AuthConfig) -> Result<Tokens, keys::KeyError> {
         Ok(Tokens {
             keys: keys::load(c)?,
             access_lifetime: c.access_token_lifetime_secs as i64,
@@ -184,10 +197,6 @@ impl Tokens {
         &self.keys.jwks
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.keys.alg
-    }
-
     fn fresh(&self, kind: Kind, now: i64, lifetime: i64) -> Claims {
         Claims {
             token_type: Some(kind.as_str().into()),
@@ -199,7 +208,7 @@ impl Tokens {
     }
 
     /// A new refresh token for a user (simplejwt's `RefreshToken.for_user`).
-    pub fn refresh_for_user(&self, user_id: i64, now: i64) -> Result<Issued, String> {
+    pub fn refresh_for_user(&self, user_id: i64, now: i64) -> Result<Issued, SignError> {
         let mut c = self.fresh(Kind::Refresh, now, self.refresh_lifetime);
         c.user_id = Some(user_id.to_string().into());
         self.sign(c)
@@ -207,7 +216,7 @@ impl Tokens {
 
     /// The access token of a refresh token: fresh `exp`/`iat`/`jti`, every other claim
     /// copied (simplejwt's `RefreshToken.access_token`).
-    pub fn access_from(&self, refresh: &Claims, now: i64) -> Result<Issued, String> {
+    pub fn access_from(&self, refresh: &Claims, now: i64) -> Result<Issued, SignError> {
         let mut c = self.fresh(Kind::Access, now, self.access_lifetime);
         c.user_id = refresh.user_id.clone();
         c.sub = refresh.sub.clone();
@@ -217,7 +226,7 @@ impl Tokens {
     }
 
     /// A rotated refresh token: the same claims with a new `jti`, `exp` and `iat`.
-    pub fn rotate(&self, refresh: &Claims, now: i64) -> Result<Issued, String> {
+    pub fn rotate(&self, refresh: &Claims, now: i64) -> Result<Issued, SignError> {
         let fresh = self.fresh(Kind::Refresh, now, self.refresh_lifetime);
         let c = Claims {
             token_type: refresh.token_type.clone(),
@@ -229,7 +238,7 @@ impl Tokens {
         self.sign(c)
     }
 
-    fn sign(&self, mut claims: Claims) -> Result<Issued, String> {
+    fn sign(&self, mut claims: Claims) -> Result<Issued, SignError> {
         claims.aud = self.audience.clone().map(Value::String);
         claims.iss = self.issuer.clone().map(Value::String);
         let payload = claims.to_json(&self.user_id_claim);
@@ -239,7 +248,7 @@ impl Tokens {
             self.keys.signing_kid.as_deref(),
             &self.keys.signing,
         )
-        .map_err(|e| format!("cannot sign a token: {e}"))?;
+        .map_err(|e| SignError(e.to_string()))?;
         Ok(Issued {
             token,
             jti: claims.jti().to_string(),
@@ -363,8 +372,10 @@ mod tests {
     use super::*;
 
     fn tokens(secret: &str) -> Tokens {
-        let mut c = crate::config::schema::defaults().auth;
-        c.secret_key = Some(secret.into());
+        let c = AuthConfig {
+            secret_key: Some(secret.into()),
+            ..AuthConfig::default()
+        };
         Tokens::new(&c).unwrap()
     }
 

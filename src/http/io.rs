@@ -5,12 +5,10 @@
 //! a response. To tell an idle keep-alive connection (close it quietly after
 //! `--keep-alive`) from a slow client (answer `408` after `--header-timeout`), [`Conn`]
 //! records the time of the first bytes read after each response in a shared
-//! [`Activity`], which the connection's supervisor task reads. Reads go through tokio's
-//! own `AsyncRead`, which treats a short read as "drained" and so saves a `recv` per
-//! request; the one `unsafe` block is the same buffer hand-over hyper-util's `TokioIo`
-//! makes.
+//! [`Activity`], which the connection's supervisor task reads. `Conn` is a plain tokio
+//! `AsyncRead`/`AsyncWrite` wrapper; hyper-util's `TokioIo` adapts it to hyper (tokio's
+//! reads treat a short read as "drained", which saves a `recv` per request).
 
-use hyper::rt::{Read, ReadBufCursor, Write};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -21,14 +19,14 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// An accepted connection, TCP or unix.
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 /// What a connection is doing, as far as timeouts are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Waiting for a request since this time (`CLOCK_MONOTONIC` ms): keep-alive applies.
     Idle(u64),
     /// Receiving a request head that started arriving at this time: header timeout applies.
@@ -40,40 +38,42 @@ pub enum Phase {
 /// Shared between the socket (which sees bytes arrive), the service (which sees requests
 /// start and end) and the supervisor (which enforces the timeouts).
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     head_started_ms: AtomicU64,
     busy: AtomicBool,
     idle_since_ms: AtomicU64,
 }
 
 impl Activity {
-    pub fn new() -> Arc<Activity> {
+    pub(crate) fn new() -> Arc<Activity> {
         Arc::new(Activity {
             head_started_ms: AtomicU64::new(0),
             busy: AtomicBool::new(false),
-            idle_since_ms: AtomicU64::new(super::monotonic_ms()),
+            idle_since_ms: AtomicU64::new(crate::sys::monotonic_ms()),
         })
     }
 
     /// The request head is complete and the request is being served.
-    pub fn mark_busy(&self) {
+    pub(crate) fn mark_busy(&self) {
         self.busy.store(true, Relaxed);
         self.head_started_ms.store(0, Relaxed);
     }
 
     /// The response is done; the connection waits for the next request.
-    pub fn mark_idle(&self) {
-        self.idle_since_ms.store(super::monotonic_ms(), Relaxed);
+    pub(crate) fn mark_idle(&self) {
+        self.idle_since_ms
+            .store(crate::sys::monotonic_ms(), Relaxed);
         self.busy.store(false, Relaxed);
     }
 
     fn saw_bytes(&self) {
         if !self.busy.load(Relaxed) && self.head_started_ms.load(Relaxed) == 0 {
-            self.head_started_ms.store(super::monotonic_ms(), Relaxed);
+            self.head_started_ms
+                .store(crate::sys::monotonic_ms(), Relaxed);
         }
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         if self.busy.load(Relaxed) {
             return Phase::Busy;
         }
@@ -84,21 +84,21 @@ impl Activity {
     }
 }
 
-/// The I/O object hyper serves.
+/// The socket of one connection, noting activity as bytes arrive.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     stream: Stream,
     activity: Arc<Activity>,
 }
 
 impl Conn {
-    pub fn new(stream: Stream, activity: Arc<Activity>) -> Conn {
+    pub(crate) fn new(stream: Stream, activity: Arc<Activity>) -> Conn {
         Conn { stream, activity }
     }
 
     /// Writes what the socket takes without waiting, then shuts down the write side: a
     /// last word (408) on a connection being abandoned.
-    pub fn write_now_and_close(&self, bytes: &[u8]) {
+    pub(crate) fn write_now_and_close(&self, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
             let n = match &self.stream {
@@ -117,37 +117,25 @@ impl Conn {
     }
 }
 
-impl Read for Conn {
+impl AsyncRead for Conn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // SAFETY: as in hyper-util's TokioIo: the tokio ReadBuf wraps the cursor's
-        // unfilled (possibly uninitialised) memory, tokio's `poll_read` only writes to it
-        // and reports how many bytes it initialised, and exactly that many are then
-        // marked filled.
-        let n = unsafe {
-            let mut tbuf = ReadBuf::uninit(buf.as_mut());
-            let polled = match &mut self.stream {
-                Stream::Tcp(s) => Pin::new(s).poll_read(cx, &mut tbuf),
-                Stream::Unix(s) => Pin::new(s).poll_read(cx, &mut tbuf),
-            };
-            match polled {
-                Poll::Ready(Ok(())) => tbuf.filled().len(),
-                other => return other,
-            }
+        let before = buf.filled().len();
+        let polled = match &mut self.stream {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         };
-        if n > 0 {
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.saw_bytes();
         }
-        // SAFETY: `n` bytes of the cursor were initialised by the read above.
-        unsafe { buf.advance(n) };
-        Poll::Ready(Ok(()))
+        polled
     }
 }
 
-impl Write for Conn {
+impl AsyncWrite for Conn {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -5,25 +5,31 @@
 //! 0 ok, 1 error, 2 pending, 3 drift or missing, 4 lock timeout, 5 failed.
 //!
 //! The master runs `corral migrate apply --boot` (or `check --boot`) with its
-//! configuration handed over as a descriptor; `--boot` reports through the log only.
+//! configuration handed over as a descriptor ([`MigrateBootArgs`]); `--boot` reports
+//! through the log only.
 
-use super::migrate::{self, Entry, MigrateError, Session, State, Target};
-use super::DbUrl;
-use crate::config::Config;
-use crate::logging;
+use crate::cli::MigrateBootArgs;
+use crate::config::schema::Schema;
+use crate::config::{handoff, Config};
+use crate::error::exit;
+use crate::logging::LogLevel;
+use crate::storage::migrate::{
+    self, authoring, run::lock_holder, status, Entry, MigrateError, Migrations, Session, State,
+    Target,
+};
 use clap::ArgMatches;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::Duration;
 use tracing::{error, info};
 
 /// Runs a `migrate` subcommand; returns the exit code.
-pub fn run(m: &ArgMatches) -> u8 {
+pub(super) fn run(schema: &'static Schema, m: &ArgMatches, migrations: Migrations) -> u8 {
     let json = m.get_flag("json");
-    let boot = m.get_flag("boot");
-    let config = match m.get_one::<String>("config-fd") {
-        Some(fd) => crate::worker::read_handoff(fd.parse().unwrap_or(-1)),
-        None => crate::server::load(m)
+    let boot_fd = MigrateBootArgs::from_matches(m);
+    let boot = boot_fd.is_some();
+    let config = match boot_fd {
+        Some(fd) => handoff::read(fd).map_err(|e| e.to_string()),
+        None => super::load(schema, m)
             .map(|(_, l)| l.config)
             .map_err(|h| h.reason),
     };
@@ -35,17 +41,11 @@ pub fn run(m: &ArgMatches) -> u8 {
     let role = if boot { "migrate" } else { "cli" };
     // Interactive commands print their own report; the log only speaks up for problems.
     let level = if boot {
-        config.log_level.clone()
+        config.log_level
     } else {
-        "warning".to_string()
+        LogLevel::Warning
     };
-    let settings = logging::Settings {
-        level,
-        format: logging::Format::parse(&config.log_format),
-        error_logfile: config.error_logfile.clone(),
-        role,
-    };
-    let _log = logging::init(&settings);
+    let _log = super::init_cli_logging(&config, role, level);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,11 +53,12 @@ pub fn run(m: &ArgMatches) -> u8 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("corral: cannot start a runtime: {e}");
-            return 1;
+            return exit::FAILURE;
         }
     };
     let (name, sub) = m.subcommand().expect("a subcommand is required");
-    let result = runtime.block_on(dispatch(name, sub, &config, boot));
+    let target = Target::new(&config.database, migrations);
+    let result = runtime.block_on(dispatch(name, sub, &config, &target, boot));
     match result {
         Ok(out) => {
             if json {
@@ -104,18 +105,9 @@ impl Out {
         Out {
             text,
             json,
-            code: 0,
+            code: exit::OK,
         }
     }
-}
-
-fn target(c: &Config) -> Result<Target, MigrateError> {
-    Ok(Target {
-        url: DbUrl::parse(&c.database.url)?,
-        dir: c.database.migrations_dir.clone(),
-        lock_timeout: Duration::from_secs(c.database.lock_timeout),
-        connect_timeout: Duration::from_secs(c.database.connect_timeout),
-    })
 }
 
 fn version_arg(sub: &ArgMatches, name: &str) -> Result<Option<i64>, MigrateError> {
@@ -132,34 +124,35 @@ async fn dispatch(
     name: &str,
     sub: &ArgMatches,
     c: &Config,
+    t: &Target,
     boot: bool,
 ) -> Result<Out, MigrateError> {
-    let t = target(c)?;
     match name {
-        "status" => status(&t).await,
-        "plan" => plan(&t, version_arg(sub, "to")?).await,
-        "apply" => apply(&t, version_arg(sub, "to")?, boot).await,
-        "revert" => revert(&t, version_arg(sub, "to")?).await,
-        "check" => check(&t, boot).await,
+        "status" => show_status(t).await,
+        "plan" => plan(t, version_arg(sub, "to")?).await,
+        "apply" => apply(t, version_arg(sub, "to")?, boot).await,
+        "revert" => revert(t, version_arg(sub, "to")?).await,
+        "check" => check(t, boot).await,
         "resolve" => {
             resolve(
-                &t,
+                t,
                 version_arg(sub, "version")?.expect("required"),
                 sub.get_flag("applied"),
             )
             .await
         }
         "sql" => sql(
-            &t,
+            t,
             version_arg(sub, "version")?.expect("required"),
             sub.get_flag("down"),
         ),
         "new" => new(
             c,
+            t,
             sub.get_one::<String>("name").expect("required"),
             sub.get_flag("no-transaction"),
         ),
-        "lock" => lock_status(&t).await,
+        "lock" => lock_status(t).await,
         other => Err(MigrateError::Other(format!(
             "unknown migrate command {other}"
         ))),
@@ -199,8 +192,8 @@ fn counts(entries: &[Entry]) -> Value {
     Value::Object(m)
 }
 
-async fn status(t: &Target) -> Result<Out, MigrateError> {
-    let (entries, _) = migrate::read_entries(t).await?;
+async fn show_status(t: &Target) -> Result<Out, MigrateError> {
+    let (entries, _) = status::read_entries(t).await?;
     let mut text = format!(
         "Migrations of {} (history in {})\n",
         t.url.redacted(),
@@ -239,7 +232,7 @@ async fn status(t: &Target) -> Result<Out, MigrateError> {
 }
 
 async fn plan(t: &Target, to: Option<i64>) -> Result<Out, MigrateError> {
-    let (entries, known) = migrate::read_entries(t).await?;
+    let (entries, known) = status::read_entries(t).await?;
     let todo: Vec<&migrate::Migration> = known
         .iter()
         .filter(|m| {
@@ -344,7 +337,7 @@ async fn revert(t: &Target, to: Option<i64>) -> Result<Out, MigrateError> {
 }
 
 async fn check(t: &Target, boot: bool) -> Result<Out, MigrateError> {
-    let (entries, _) = migrate::read_entries(t).await?;
+    let (entries, _) = status::read_entries(t).await?;
     let of = |s: State| {
         entries
             .iter()
@@ -357,20 +350,26 @@ async fn check(t: &Target, boot: bool) -> Result<Out, MigrateError> {
         [of(State::Drifted), of(State::Missing)].concat(),
         of(State::Pending),
     );
-    let code = if !failed.is_empty() {
-        5
+    let (code, text) = if !failed.is_empty() {
+        (
+            exit::MIGRATE_FAILED,
+            format!("Failed or interrupted: {}\n", failed.join(", ")),
+        )
     } else if !drift.is_empty() {
-        3
+        (
+            exit::MIGRATE_DRIFT,
+            format!("Drifted or unknown: {}\n", drift.join(", ")),
+        )
     } else if !pending.is_empty() {
-        2
+        (
+            exit::MIGRATE_PENDING,
+            format!("Pending: {}\n", pending.join(", ")),
+        )
     } else {
-        0
-    };
-    let text = match code {
-        0 => format!("OK: all {} migrations applied.\n", entries.len()),
-        5 => format!("Failed or interrupted: {}\n", failed.join(", ")),
-        3 => format!("Drifted or unknown: {}\n", drift.join(", ")),
-        _ => format!("Pending: {}\n", pending.join(", ")),
+        (
+            exit::OK,
+            format!("OK: all {} migrations applied.\n", entries.len()),
+        )
     };
     if boot {
         match code {
@@ -403,28 +402,28 @@ async fn resolve(t: &Target, version: i64, applied: bool) -> Result<Out, Migrate
 }
 
 fn sql(t: &Target, version: i64, down: bool) -> Result<Out, MigrateError> {
-    let known = migrate::load(t.url.dialect, t.dir.as_deref())?;
+    let known = t.known()?;
     let m = known
         .iter()
         .find(|m| m.version == version)
         .ok_or_else(|| MigrateError::Other(format!("no migration with version {version}")))?;
-    let script = migrate::script(m, t.url.dialect, down)?;
+    let script = authoring::script(m, t.url.dialect(), down)?;
     Ok(Out::ok(
         script.clone(),
         json!({"version": version, "name": m.name, "direction": if down { "down" } else { "up" }, "sql": script}),
     ))
 }
 
-fn new(c: &Config, name: &str, no_transaction: bool) -> Result<Out, MigrateError> {
+fn new(c: &Config, t: &Target, name: &str, no_transaction: bool) -> Result<Out, MigrateError> {
     let dir = c.database.migrations_dir.clone().unwrap_or_else(|| {
-        let src = PathBuf::from("src/storage/migrations");
-        if src.is_dir() {
-            src
-        } else {
-            PathBuf::from("migrations")
+        // In a checkout of the application, next to its built-in migrations (the next
+        // build embeds the new ones); elsewhere, ./migrations.
+        match t.embedded.source_dir.map(PathBuf::from) {
+            Some(src) if src.is_dir() => src,
+            _ => PathBuf::from("migrations"),
         }
     });
-    let made = migrate::new_stubs(&dir, name, no_transaction)?;
+    let made = authoring::new_stubs(&dir, name, no_transaction)?;
     let text = made
         .iter()
         .map(|p| format!("Created {}\n", p.display()))
@@ -436,7 +435,7 @@ fn new(c: &Config, name: &str, no_transaction: bool) -> Result<Out, MigrateError
 }
 
 async fn lock_status(t: &Target) -> Result<Out, MigrateError> {
-    let holder = migrate::lock_holder(t).await?;
+    let holder = lock_holder(t).await?;
     let text = match &holder {
         Some(h) => format!("The migration lock is held by {h}\n"),
         None => "The migration lock is free\n".to_string(),

@@ -7,14 +7,33 @@
 //! and `GET /.well-known/jwks.json` publishes the public keys. A secret is never published.
 
 use super::jws::VerifyKey;
+use crate::app::settings::AuthConfig;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use serde_json::{json, Value};
+use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
+
+/// A key that cannot be used, with the setting and file it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError(String);
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl From<String> for KeyError {
+    fn from(s: String) -> KeyError {
+        KeyError(s)
+    }
+}
 
 /// Keys for one algorithm.
-pub struct KeySet {
+pub(crate) struct KeySet {
     pub alg: Algorithm,
     pub signing: EncodingKey,
     pub signing_kid: Option<String>,
@@ -25,14 +44,13 @@ pub struct KeySet {
 }
 
 /// Builds the keys; errors name the setting and file.
-pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
-    let alg = Algorithm::from_str(&c.algorithm)
-        .map_err(|_| format!("auth.algorithm: unsupported algorithm {:?}", c.algorithm))?;
+pub fn load(c: &AuthConfig) -> Result<KeySet, KeyError> {
+    let alg = c.algorithm;
     if alg.family() == AlgorithmFamily::Hmac {
         let secret = c
             .secret_key
             .as_deref()
-            .ok_or("auth.secret_key (SECRET_KEY) is not set")?;
+            .ok_or_else(|| KeyError("auth.secret_key (SECRET_KEY) is not set".into()))?;
         return Ok(KeySet {
             alg,
             signing: EncodingKey::from_secret(secret.as_bytes()),
@@ -44,7 +62,7 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
     let path = c
         .signing_key_file
         .as_deref()
-        .ok_or_else(|| format!("auth.signing_key_file is required for {}", c.algorithm))?;
+        .ok_or_else(|| format!("auth.signing_key_file is required for {alg:?}"))?;
     let pem = read(path, "auth.signing_key_file")?;
     let signing = match alg.family() {
         AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(&pem),
@@ -54,9 +72,8 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
     }
     .map_err(|e| {
         format!(
-            "auth.signing_key_file {}: not a {} private key in PEM: {e}",
+            "auth.signing_key_file {}: not a {alg:?} private key in PEM: {e}",
             path.display(),
-            c.algorithm
         )
     })?;
     let public = Jwk::from_encoding_key(&signing, alg)
@@ -65,17 +82,15 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
     // A key that cannot verify its own signature (an ES384 key with ES256, say) is refused now.
     let probe = super::jws::encode("{}", alg, Some(&kid), &signing).map_err(|e| {
         format!(
-            "auth.signing_key_file {}: cannot sign with {}: {e}",
+            "auth.signing_key_file {}: cannot sign with {alg:?}: {e}",
             path.display(),
-            c.algorithm
         )
     })?;
     let mut verify = vec![VerifyKey::public(Some(kid.clone()), key)];
     super::jws::decode(&probe, alg, &verify).map_err(|_| {
         format!(
-            "auth.signing_key_file {}: the key does not match {}",
+            "auth.signing_key_file {}: the key does not match {alg:?}",
             path.display(),
-            c.algorithm
         )
     })?;
     let mut keys = vec![jwk];
@@ -88,9 +103,8 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
         }
         .map_err(|e| {
             format!(
-                "auth.verifying_key_files {}: not a {} public key in PEM: {e}",
+                "auth.verifying_key_files {}: not a {alg:?} public key in PEM: {e}",
                 p.display(),
-                c.algorithm
             )
         })?;
         let jwk = Jwk::from_decoding_key(&dk, Some(alg))
@@ -112,17 +126,17 @@ pub fn load(c: &crate::config::AuthConfig) -> Result<KeySet, String> {
 }
 
 /// A public JWK with its thumbprint as `kid`, and the key to verify with.
-fn published(mut jwk: Jwk, alg: Algorithm) -> Result<(String, Jwk, DecodingKey), String> {
+fn published(mut jwk: Jwk, alg: Algorithm) -> Result<(String, Jwk, DecodingKey), KeyError> {
     let kid = jwk
         .thumbprint(ThumbprintHash::SHA256)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| KeyError(e.to_string()))?;
     jwk.common.key_id = Some(kid.clone());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     jwk.common.key_algorithm = Some(alg.into());
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| KeyError(e.to_string()))?;
     Ok((kid, jwk, key))
 }
 
-fn read(path: &Path, setting: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{setting} {}: {e}", path.display()))
+fn read(path: &Path, setting: &str) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|e| KeyError(format!("{setting} {}: {e}", path.display())))
 }

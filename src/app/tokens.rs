@@ -7,11 +7,11 @@
 //! wins; presenting an already used token again revokes its whole family (RFC 9700
 //! §4.14: a refresh token that is replayed has been stolen or leaked).
 
-use super::{now_secs, Db, StorageError};
-use crate::on_db;
+use crate::storage::on_db;
+use crate::storage::{now_secs, Db, StorageError};
 
 /// Records an issued refresh token (idempotent).
-pub async fn outstand(
+pub(super) async fn outstand(
     db: &Db,
     jti: &str,
     family: &str,
@@ -26,7 +26,7 @@ pub async fn outstand(
 }
 
 /// Whether a token is revoked: blacklisted itself, or of a revoked family.
-pub async fn is_blacklisted(db: &Db, jti: &str) -> Result<bool, StorageError> {
+pub(super) async fn is_blacklisted(db: &Db, jti: &str) -> Result<bool, StorageError> {
     const SQL: &str = "SELECT COUNT(*) FROM corral_outstanding_token o WHERE o.jti = $1 AND (
         EXISTS (SELECT 1 FROM corral_blacklisted_token b WHERE b.token_id = o.id)
         OR EXISTS (SELECT 1 FROM corral_revoked_family f WHERE f.family = o.family))";
@@ -35,7 +35,7 @@ pub async fn is_blacklisted(db: &Db, jti: &str) -> Result<bool, StorageError> {
 }
 
 /// Blacklists a token (creating its outstanding row if it was minted elsewhere).
-pub async fn blacklist(
+pub(super) async fn blacklist(
     db: &Db,
     jti: &str,
     user_id: Option<i64>,
@@ -50,7 +50,7 @@ pub async fn blacklist(
 
 /// The outcome of presenting a refresh token for rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rotation {
+pub(super) enum Rotation {
     /// This request won: the token is now spent; new tokens join `family`.
     Won { family: String },
     /// The token was revoked (blacklisted, or its family revoked) before it was used.
@@ -60,7 +60,7 @@ pub enum Rotation {
 }
 
 /// Spends `jti`, atomically; a replay of a spent token revokes its family for good.
-pub async fn rotate(
+pub(super) async fn rotate(
     db: &Db,
     jti: &str,
     user_id: Option<i64>,

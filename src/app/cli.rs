@@ -1,0 +1,227 @@
+//! `corral user …`: create, passwd, deactivate, list, import-django.
+//!
+//! Exit codes: 0 done, 1 failed (no such user, user exists, database error), 2 usage or
+//! configuration error. Passwords come from a terminal prompt (echo off, asked twice) or,
+//! with `--password-stdin`, from the first line of standard input; they are never echoed
+//! or logged.
+
+use super::auth::password;
+use super::users::{self, DjangoUser};
+use crate::config::Config;
+use crate::error::exit;
+use crate::service;
+use crate::storage::{Db, StorageError};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde_json::Value;
+use std::io::Read;
+
+/// `corral user …`, as the core adds it to the command line.
+pub(super) const COMMAND: service::Command = service::Command {
+    name: "user",
+    cli: user_command,
+    run,
+};
+
+fn user_command() -> clap::Command {
+    let name = || Arg::new("username").required(true);
+    let stdin = || {
+        Arg::new("password-stdin")
+            .long("password-stdin")
+            .action(ArgAction::SetTrue)
+            .help("Read the password from standard input instead of a prompt")
+    };
+    Command::new("user")
+        .about("Manage the JWT app's users")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("create")
+                .about("Create a user")
+                .arg(name())
+                .arg(stdin())
+                .arg(Arg::new("inactive").long("inactive").action(ArgAction::SetTrue).help("Create it inactive")),
+        )
+        .subcommand(Command::new("passwd").about("Set a user's password").arg(name()).arg(stdin()))
+        .subcommand(Command::new("deactivate").about("Deactivate a user (logins and tokens stop working)").arg(name()))
+        .subcommand(Command::new("list").about("List users").arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Machine-readable output")))
+        .subcommand(
+            Command::new("import-django")
+                .about("Import users from `manage.py dumpdata auth.user` JSON, keeping ids and password hashes")
+                .arg(Arg::new("file").required(true).help("JSON file ('-' for standard input)")),
+        )
+}
+
+/// Runs a `user` subcommand (the core has loaded the configuration and set up logging).
+fn run(config: &Config, m: &ArgMatches) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let (name, sub) = m.subcommand().expect("a subcommand is required");
+    match runtime.block_on(execute(name, sub, config)) {
+        Ok(msg) => {
+            print!("{msg}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("corral: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String, String> {
+    let db = Db::open_lazy(&config.database).map_err(|e| e.to_string())?;
+    let username = || sub.get_one::<String>("username").expect("required").clone();
+    let result = match name {
+        "create" => {
+            let user = username();
+            let pw = new_password(sub.get_flag("password-stdin"))?;
+            let id = users::create(&db, &user, &password::hash(&pw), !sub.get_flag("inactive"))
+                .await
+                .map_err(explain)?;
+            Ok(format!(
+                "Created user {user:?} (id {id}){}\n",
+                if sub.get_flag("inactive") {
+                    ", inactive"
+                } else {
+                    ""
+                }
+            ))
+        }
+        "passwd" => {
+            let user = username();
+            let pw = new_password(sub.get_flag("password-stdin"))?;
+            match users::set_password(&db, &user, &password::hash(&pw))
+                .await
+                .map_err(explain)?
+            {
+                true => Ok(format!("Password of {user:?} changed\n")),
+                false => Err(format!("no user named {user:?}")),
+            }
+        }
+        "deactivate" => {
+            let user = username();
+            match users::deactivate(&db, &user).await.map_err(explain)? {
+                true => Ok(format!(
+                    "Deactivated {user:?}: it can no longer log in or use its tokens\n"
+                )),
+                false => Err(format!("no user named {user:?}")),
+            }
+        }
+        "list" => {
+            let list = users::list(&db).await.map_err(explain)?;
+            if sub.get_flag("json") {
+                Ok(serde_json::to_string_pretty(&list).expect("serialisable") + "\n")
+            } else {
+                let mut out = format!(
+                    "{:>6}  {:<24} {:<8} {:<14} {}\n",
+                    "ID", "USERNAME", "ACTIVE", "HASHER", "JOINED"
+                );
+                for u in list {
+                    out.push_str(&format!(
+                        "{:>6}  {:<24} {:<8} {:<14} {}\n",
+                        u.id,
+                        u.username,
+                        if u.is_active { "yes" } else { "no" },
+                        u.hasher,
+                        u.date_joined
+                    ));
+                }
+                Ok(out)
+            }
+        }
+        "import-django" => import(&db, sub.get_one::<String>("file").expect("required")).await,
+        other => Err(format!("unknown user command {other}")),
+    };
+    match db {
+        Db::Postgres(p) => p.close().await,
+        Db::Sqlite(p) => p.close().await,
+    }
+    result
+}
+
+fn explain(e: StorageError) -> String {
+    let s = e.to_string();
+    if s.contains("no such table") || s.contains("does not exist") && s.contains("corral_user") {
+        format!("{s} (the schema is missing: run `corral migrate apply` first)")
+    } else {
+        s
+    }
+}
+
+fn new_password(from_stdin: bool) -> Result<String, String> {
+    let pw = if from_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("reading standard input: {e}"))?;
+        s.lines().next().unwrap_or("").to_string()
+    } else {
+        let first = crate::sys::read_password("Password: ")
+            .map_err(|e| format!("cannot prompt for a password ({e}); use --password-stdin"))?;
+        let again = crate::sys::read_password("Password (again): ")
+            .map_err(|e| format!("cannot prompt for a password ({e})"))?;
+        if first != again {
+            return Err("the passwords did not match; nothing was changed".into());
+        }
+        first
+    };
+    if pw.trim().is_empty() {
+        return Err("the password is empty; nothing was changed".into());
+    }
+    Ok(pw)
+}
+
+/// Imports `manage.py dumpdata auth.user` output, keeping ids and password hashes.
+async fn import(db: &Db, file: &str) -> Result<String, String> {
+    let text = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("reading standard input: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+    };
+    let rows: Vec<Value> =
+        serde_json::from_str(&text).map_err(|e| format!("{file}: not dumpdata JSON: {e}"))?;
+    let (mut added, mut skipped) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        if row
+            .get("model")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m != "auth.user")
+        {
+            continue;
+        }
+        let mut fields = row
+            .get("fields")
+            .cloned()
+            .ok_or_else(|| format!("{file}: entry {i} has no \"fields\""))?;
+        let id = row
+            .get("pk")
+            .cloned()
+            .ok_or_else(|| format!("{file}: entry {i} has no \"pk\""))?;
+        let obj = fields
+            .as_object_mut()
+            .ok_or_else(|| format!("{file}: entry {i}: \"fields\" is not an object"))?;
+        obj.insert("id".into(), id);
+        let user: DjangoUser =
+            serde_json::from_value(fields).map_err(|e| format!("{file}: entry {i}: {e}"))?;
+        if users::import(db, &user).await.map_err(explain)? {
+            added += 1;
+        } else {
+            skipped += 1;
+        }
+    }
+    users::sync_id_sequence(db).await.map_err(explain)?;
+    Ok(format!(
+        "Imported {added} users ({skipped} skipped: their id or username already exists)\n"
+    ))
+}

@@ -1,0 +1,163 @@
+//! [`ApiError`]: every answer of the JWT app that is not a success, with the status, the
+//! body and the headers simplejwt 5.5.1 and DRF give it. Every simplejwt and DRF text is
+//! written here, once (see `reference/jwt.md` §1.3).
+
+use super::auth::{Kind, TokenError};
+use super::reply::Reply;
+use hyper::header::{HeaderValue, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+/// DRF `CharField` messages.
+pub(super) const FIELD_REQUIRED: &str = "This field is required.";
+pub(super) const FIELD_NULL: &str = "This field may not be null.";
+pub(super) const FIELD_BLANK: &str = "This field may not be blank.";
+pub(super) const FIELD_NOT_STRING: &str = "Not a valid string.";
+pub(super) const FIELD_NULL_CHARACTERS: &str = "Null characters are not allowed.";
+
+/// What went wrong, in simplejwt's and DRF's terms.
+#[derive(Debug)]
+pub(super) enum ApiError {
+    /// Login with a wrong password, an unknown user or an inactive one.
+    NoActiveAccount,
+    /// Refresh for a user who is gone or inactive (simplejwt ≥ 5.4).
+    NoActiveAccountForToken,
+    /// A token the token views refuse.
+    TokenNotValid(TokenError),
+    /// An access token `JWTAuthentication` refuses.
+    NotValidForAnyType(TokenError),
+    NoCredentials,
+    BadAuthorizationHeader,
+    NoUserIdentification,
+    UserNotFound,
+    UserInactive,
+    /// `/verify/` of a blacklisted token.
+    VerifyBlacklisted,
+    /// The database cannot be reached: try again.
+    Unavailable,
+    /// The database refused for another reason, or a token could not be signed.
+    ServerError,
+    NotFound,
+    MethodNotAllowed {
+        method: Method,
+        allow: &'static str,
+    },
+    UnsupportedMediaType(String),
+    BodyTooLarge,
+    MalformedBody,
+    /// `JSON parse error - …`, in Python's words.
+    JsonParse(String),
+    /// A JSON body that is not an object: Python's type name.
+    NotAnObject(&'static str),
+    /// Field errors, each field with its messages.
+    Fields(Map<String, Value>),
+    /// `/readyz`: the database does not answer.
+    NotReady,
+}
+
+impl ApiError {
+    /// The response. `www_authenticate` is `Bearer realm="api"` with the first configured
+    /// scheme; every 401 carries it, as DRF's do.
+    pub(super) fn reply(self, www_authenticate: &HeaderValue) -> Reply {
+        use ApiError::*;
+        let unauthorized = |body: Value| {
+            Reply::new(StatusCode::UNAUTHORIZED, body)
+                .header_value(WWW_AUTHENTICATE, www_authenticate.clone())
+        };
+        match self {
+            NoActiveAccount => unauthorized(
+                json!({ "detail": "No active account found with the given credentials" }),
+            ),
+            NoActiveAccountForToken => {
+                unauthorized(json!({ "detail": "No active account found for the given token." }))
+            }
+            TokenNotValid(e) => {
+                unauthorized(json!({ "detail": e.message(), "code": "token_not_valid" }))
+            }
+            NotValidForAnyType(e) => unauthorized(json!({
+                "detail": "Given token not valid for any token type",
+                "code": "token_not_valid",
+                "messages": [{ "token_class": Kind::Access.class(), "token_type": Kind::Access.as_str(), "message": e.message() }],
+            })),
+            NoCredentials => {
+                unauthorized(json!({ "detail": "Authentication credentials were not provided." }))
+            }
+            BadAuthorizationHeader => unauthorized(json!({
+                "detail": "Authorization header must contain two space-delimited values",
+                "code": "bad_authorization_header",
+            })),
+            NoUserIdentification => unauthorized(json!({
+                "detail": "Token contained no recognizable user identification",
+                "code": "token_not_valid",
+            })),
+            UserNotFound => {
+                unauthorized(json!({ "detail": "User not found", "code": "user_not_found" }))
+            }
+            UserInactive => {
+                unauthorized(json!({ "detail": "User is inactive", "code": "user_inactive" }))
+            }
+            VerifyBlacklisted => Reply::new(
+                StatusCode::BAD_REQUEST,
+                json!({ "non_field_errors": [TokenError::Blacklisted.message()] }),
+            ),
+            Unavailable => Reply::detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service temporarily unavailable, try again later.",
+            )
+            .header(RETRY_AFTER, "1"),
+            ServerError => {
+                Reply::detail(StatusCode::INTERNAL_SERVER_ERROR, crate::http::SERVER_ERROR)
+            }
+            NotFound => Reply::detail(StatusCode::NOT_FOUND, "Not found."),
+            MethodNotAllowed { method, allow } => Reply::detail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("Method \"{method}\" not allowed."),
+            )
+            .header_value(ALLOW, HeaderValue::from_static(allow)),
+            UnsupportedMediaType(content_type) => Reply::detail(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("Unsupported media type \"{content_type}\" in request."),
+            ),
+            BodyTooLarge => {
+                Reply::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
+            }
+            MalformedBody => Reply::detail(StatusCode::BAD_REQUEST, "Malformed request body."),
+            JsonParse(why) => Reply::detail(
+                StatusCode::BAD_REQUEST,
+                &format!("JSON parse error - {why}"),
+            ),
+            NotAnObject(t) => Reply::new(
+                StatusCode::BAD_REQUEST,
+                json!({ "non_field_errors": [format!("Invalid data. Expected a dictionary, but got {t}.")] }),
+            ),
+            Fields(errors) => Reply::new(StatusCode::BAD_REQUEST, Value::Object(errors)),
+            NotReady => Reply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "status": "unavailable", "detail": "The database is unreachable." }),
+            ),
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    /// Unreachable → 503 (the worker stays up), anything else → 500; both logged here.
+    fn from(e: crate::storage::StorageError) -> ApiError {
+        match e {
+            crate::storage::StorageError::Unavailable(_) => {
+                tracing::warn!("database unavailable: {e}");
+                ApiError::Unavailable
+            }
+            other => {
+                tracing::error!("storage error: {other}");
+                ApiError::ServerError
+            }
+        }
+    }
+}
+
+impl From<super::auth::SignError> for ApiError {
+    fn from(e: super::auth::SignError) -> ApiError {
+        tracing::error!("{e}");
+        ApiError::ServerError
+    }
+}

@@ -1,0 +1,201 @@
+//! `[auth]`: the JWT app's section of the configuration, named after
+//! djangorestframework-simplejwt's settings, with the unit in the name.
+//!
+//! The keys join the core's in `corral config`, `corral.toml` and `CORRAL_AUTH_*`; the
+//! core checks each value's kind when it loads, and the app reads the section as
+//! [`AuthConfig`], once per process.
+
+use crate::config::schema::{key, Key, Kind, Section, SECS};
+use crate::config::{Config, ConfigError};
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The typed `[auth]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC secret (Django's `SECRET_KEY`); generated and stored in development when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub secret_key: Option<String>,
+    /// Only this algorithm is accepted.
+    pub algorithm: Algorithm,
+    /// PEM private key used to sign, for asymmetric algorithms.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Further PEM public keys accepted when verifying (key rotation), chosen by `kid`.
+    pub verifying_key_files: Vec<PathBuf>,
+    pub access_token_lifetime_secs: u64,
+    pub refresh_token_lifetime_secs: u64,
+    pub rotate_refresh_tokens: bool,
+    pub blacklist_after_rotation: bool,
+    pub update_last_login: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub issuer: Option<String>,
+    pub leeway_secs: u64,
+    pub auth_header_types: Vec<String>,
+    pub user_id_claim: String,
+    pub check_user_is_active: bool,
+    /// Highest PBKDF2 iteration count a stored Django hash may demand.
+    pub max_pbkdf2_iterations: u64,
+    /// Threads per worker that hash passwords, off the event loop.
+    pub password_hash_threads: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            secret_key: None,
+            algorithm: Algorithm::HS256,
+            signing_key_file: None,
+            verifying_key_files: vec![],
+            access_token_lifetime_secs: 300,
+            refresh_token_lifetime_secs: 86_400,
+            rotate_refresh_tokens: false,
+            blacklist_after_rotation: true,
+            update_last_login: false,
+            audience: None,
+            issuer: None,
+            leeway_secs: 0,
+            auth_header_types: vec!["Bearer".into()],
+            user_id_claim: "user_id".into(),
+            check_user_is_active: true,
+            max_pbkdf2_iterations: 3_000_000,
+            password_hash_threads: 1,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The section of a loaded configuration.
+    pub fn of(c: &Config) -> Result<AuthConfig, ConfigError> {
+        c.app.get()
+    }
+
+    /// An HMAC algorithm, signed with `secret_key`.
+    pub fn is_hmac(&self) -> bool {
+        matches!(
+            self.algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        )
+    }
+}
+
+const ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+/// The `[auth]` keys, in the order `corral config` prints them.
+pub static KEYS: &[Key] = &[
+    Key {
+        platform_env: &["SECRET_KEY"],
+        secret: true,
+        ..key("auth.secret_key", Kind::Str, "HMAC signing key (Django's SECRET_KEY), at least 32 bytes in production")
+    },
+    key("auth.algorithm", Kind::Enum(ALGORITHMS), "Signing algorithm; only this one is accepted"),
+    key("auth.signing_key_file", Kind::Path, "PEM private key for RS*/PS*/ES*/EdDSA"),
+    key("auth.verifying_key_files", Kind::List, "More PEM public keys accepted by kid (key rotation)"),
+    key("auth.access_token_lifetime_secs", Kind::Int { min: 1, max: 31_536_000 }, "Access token lifetime (simplejwt ACCESS_TOKEN_LIFETIME)"),
+    key("auth.refresh_token_lifetime_secs", Kind::Int { min: 1, max: 315_360_000 }, "Refresh token lifetime (REFRESH_TOKEN_LIFETIME)"),
+    key("auth.rotate_refresh_tokens", Kind::Bool, "Refresh returns a new refresh token too (ROTATE_REFRESH_TOKENS)"),
+    key("auth.blacklist_after_rotation", Kind::Bool, "A rotated refresh token is single-use; reuse revokes its family (BLACKLIST_AFTER_ROTATION)"),
+    key("auth.update_last_login", Kind::Bool, "Record last_login on each token obtain (UPDATE_LAST_LOGIN)"),
+    key("auth.audience", Kind::Str, "aud claim added and required (AUDIENCE)"),
+    key("auth.issuer", Kind::Str, "iss claim added and required (ISSUER)"),
+    key("auth.leeway_secs", SECS, "Clock leeway for exp, nbf and iat (LEEWAY)"),
+    key("auth.auth_header_types", Kind::List, "Accepted Authorization schemes (AUTH_HEADER_TYPES)"),
+    key("auth.user_id_claim", Kind::Str, "Claim that carries the user id (USER_ID_CLAIM)"),
+    key("auth.check_user_is_active", Kind::Bool, "Refuse tokens of inactive users (CHECK_USER_IS_ACTIVE)"),
+    key("auth.max_pbkdf2_iterations", Kind::Int { min: 1, max: 100_000_000 }, "Highest PBKDF2 iteration count a stored Django hash may demand"),
+    key("auth.password_hash_threads", Kind::Int { min: 1, max: 64 }, "Threads per worker hashing passwords, off the event loop"),
+];
+
+fn defaults() -> toml::Table {
+    toml::Table::try_from(AuthConfig::default()).expect("defaults serialise")
+}
+
+fn validate(t: &toml::Table) -> Result<(), (&'static str, String)> {
+    let schemes = t.get("auth_header_types").and_then(toml::Value::as_array);
+    if schemes.is_none_or(|s| s.is_empty()) {
+        return Err((
+            "auth.auth_header_types",
+            "at least one scheme is needed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `[auth]` as the core sees it.
+pub static SECTION: Section = Section {
+    name: "auth",
+    keys: KEYS,
+    defaults,
+    validate,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of `AuthConfig` is declared in `KEYS`, and every declared key is a field.
+    #[test]
+    fn keys_match_struct() {
+        let c = AuthConfig {
+            secret_key: Some("x".into()),
+            signing_key_file: Some("x".into()),
+            audience: Some("x".into()),
+            issuer: Some("x".into()),
+            ..AuthConfig::default()
+        };
+        let mut fields: Vec<String> = toml::Table::try_from(&c)
+            .unwrap()
+            .keys()
+            .map(|k| format!("auth.{k}"))
+            .collect();
+        let mut declared: Vec<String> = KEYS.iter().map(|k| k.path.to_string()).collect();
+        fields.sort();
+        declared.sort();
+        assert_eq!(fields, declared);
+    }
+
+    /// The README documents every `[auth]` key.
+    #[test]
+    fn readme_documents_every_key() {
+        crate::config::schema::assert_documented(KEYS);
+    }
+
+    /// Every algorithm name the key accepts is one the section's type can hold.
+    #[test]
+    fn every_listed_algorithm_deserialises() {
+        for a in ALGORITHMS {
+            let _: Algorithm = toml::Value::String(a.to_string()).try_into().unwrap();
+        }
+    }
+
+    /// `corral config` shows the secret key's length, never the key.
+    #[test]
+    fn render_redacts_the_secret_key() {
+        static SCHEMA: crate::config::schema::Schema =
+            crate::config::schema::Schema::new(Some(&SECTION));
+        let layers = crate::config::Layers {
+            schema: &SCHEMA,
+            config_file: None,
+            flags: vec![],
+            env: [("SECRET_KEY".to_string(), "s3cr3t-s3cr3t".to_string())].into(),
+        };
+        let loaded = layers.load().unwrap();
+        assert_eq!(
+            AuthConfig::of(&loaded.config)
+                .unwrap()
+                .secret_key
+                .as_deref(),
+            Some("s3cr3t-s3cr3t")
+        );
+        let out = loaded.render();
+        assert!(!out.contains("s3cr3t"), "{out}");
+        assert!(out.contains("# secret_key = <redacted, 13 bytes>"), "{out}");
+    }
+}

@@ -1,0 +1,63 @@
+//! `corral serve`: load the configuration, start logging, run the application's
+//! `prepare` hook, then hand over to the master.
+
+use super::load;
+use crate::cli::UpgradeArgs;
+use crate::config::schema::Schema;
+use crate::error::exit;
+use crate::logging;
+use crate::master;
+use crate::service::App;
+use clap::ArgMatches;
+use std::ffi::OsString;
+use tracing::error;
+
+pub(super) fn run<F>(
+    schema: &'static Schema,
+    m: &ArgMatches,
+    args: &[OsString],
+    app: &App<F>,
+) -> u8 {
+    let (layers, mut loaded) = match load(schema, m) {
+        Ok(x) => x,
+        Err(h) => {
+            eprintln!("corral: {}", h.reason);
+            return h.code;
+        }
+    };
+    let c = &loaded.config;
+    let settings = logging::Settings {
+        level: c.log_level,
+        format: c.log_format,
+        error_logfile: c.error_logfile.clone(),
+        role: "master",
+    };
+    let log = match logging::init(&settings) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("corral: cannot open error log {}: {e}", c.error_logfile);
+            return exit::FAILURE;
+        }
+    };
+    // After logging, so the app's warnings (a generated secret key) are seen.
+    if let Err(e) = (app.hooks.prepare)(&mut loaded.config) {
+        error!("{e}");
+        return exit::USAGE;
+    }
+    let options = master::Options {
+        layers,
+        loaded,
+        log,
+        hooks: app.hooks,
+        migrations: app.migrations,
+        args: args.iter().skip(1).cloned().collect(),
+        upgrade: UpgradeArgs::from_matches(m),
+    };
+    match master::run(options) {
+        Ok(()) => exit::OK,
+        Err(h) => {
+            error!("{}", h.reason);
+            h.code
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Refresh-token rotation: each refresh token is single-use, a replayed one revokes its
+//! whole family, and of two concurrent refreshes of one token exactly one wins.
+
+use super::*;
+
+/// With rotation the refresh answer carries a new refresh token, and the old one is spent
+/// (and reported blacklisted).
+#[test]
+fn rotation_answers_a_new_refresh_token_and_spends_the_old_one() {
+    for db in TestDb::each("rotation_answers_a_new_refresh_token_and_spends_the_old_one") {
+        let a = Api::start(db, &[], &[("CORRAL_AUTH_ROTATE_REFRESH_TOKENS", "true")]);
+        let (_, r1) = a.login();
+        let v = a.post("/api/token/refresh/", json!({"refresh": r1})).json();
+        v["refresh"].as_str().expect("a rotated refresh token");
+        assert!(v["access"].is_string());
+        expect(
+            &a.post("/api/token/verify/", json!({"token": r1})),
+            400,
+            json!({"non_field_errors": ["Token is blacklisted"]}),
+            None,
+        );
+    }
+}
+
+/// Presenting a spent refresh token (stolen?) revokes its whole family, the latest token
+/// included; a new login starts a new family.
+#[test]
+fn replaying_a_spent_refresh_token_revokes_its_family() {
+    for db in TestDb::each("replaying_a_spent_refresh_token_revokes_its_family") {
+        let a = Api::start(db, &[], &[("CORRAL_AUTH_ROTATE_REFRESH_TOKENS", "true")]);
+        let (_, r1) = a.login();
+        let r2 = a.post("/api/token/refresh/", json!({"refresh": r1})).json()["refresh"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r3 = a.post("/api/token/refresh/", json!({"refresh": r2})).json()["refresh"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Replaying r1 revokes the family: r3, the latest, stops working too.
+        expect(
+            &a.post("/api/token/refresh/", json!({"refresh": r1})),
+            401,
+            token_not_valid("Token is blacklisted"),
+            REALM,
+        );
+        expect(
+            &a.post("/api/token/refresh/", json!({"refresh": r3})),
+            401,
+            token_not_valid("Token is blacklisted"),
+            REALM,
+        );
+        assert!(a.c.log().contains("token family is revoked"));
+        // A new login starts a new family.
+        let (_, fresh) = a.login();
+        assert_eq!(
+            a.post("/api/token/refresh/", json!({"refresh": fresh}))
+                .status,
+            200
+        );
+    }
+}
+
+/// Two concurrent refreshes of one token: exactly one wins.
+#[test]
+fn concurrent_refreshes_exactly_one_wins() {
+    for db in TestDb::each("concurrent_refreshes_exactly_one_wins") {
+        let a = Api::start(
+            db,
+            &["-w", "2"],
+            &[("CORRAL_AUTH_ROTATE_REFRESH_TOKENS", "true")],
+        );
+        for _ in 0..10 {
+            let (_, refresh) = a.login();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let (addr, refresh, barrier) =
+                        (a.c.addr.clone(), refresh.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let mut conn = Conn::open(&addr);
+                        barrier.wait();
+                        let body = json!({"refresh": refresh}).to_string();
+                        conn.request(
+                            "POST",
+                            "/api/token/refresh/",
+                            &[("Content-Type", "application/json")],
+                            body.as_bytes(),
+                        )
+                        .unwrap()
+                        .status
+                    })
+                })
+                .collect();
+            let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            statuses.sort();
+            assert_eq!(statuses, vec![200, 401]);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Tokens as simplejwt writes them (header, claim order, user id, jti, lifetimes), the
+//! `last_login` update, and fixed vectors minted by PyJWT/simplejwt with a known key.
+
+use super::*;
+
+/// A token's payload and its header, as text.
+fn decode(t: &str) -> (Value, String) {
+    let mut p = t.split('.');
+    let h = String::from_utf8(URL_SAFE_NO_PAD.decode(p.next().unwrap()).unwrap()).unwrap();
+    (
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p.next().unwrap()).unwrap()).unwrap(),
+        h,
+    )
+}
+
+/// Claims as simplejwt writes them: order, string user id, uuid4-hex jti, lifetimes.
+#[test]
+fn tokens_look_like_simplejwt_tokens() {
+    let a = Api::start(
+        TestDb::sqlite(),
+        &[],
+        &[("CORRAL_AUTH_ACCESS_TOKEN_LIFETIME_SECS", "120")],
+    );
+    let (access, refresh) = a.login();
+    let (c, header) = decode(&access);
+    assert_eq!(header, r#"{"alg":"HS256","typ":"JWT"}"#);
+    assert_eq!(
+        c.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["token_type", "exp", "iat", "jti", "user_id"]
+    );
+    assert_eq!(c["user_id"], "1");
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
+    let jti = c["jti"].as_str().unwrap();
+    assert!(
+        jti.len() == 32
+            && jti
+                .chars()
+                .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
+    );
+    let (r, _) = decode(&refresh);
+    assert_eq!(r["token_type"], "refresh");
+    assert_eq!(
+        r["exp"].as_i64().unwrap() - r["iat"].as_i64().unwrap(),
+        86_400
+    );
+}
+
+/// By default a login leaves the user's `last_login` alone.
+#[test]
+fn last_login_is_left_alone_by_default() {
+    let a = Api::start(TestDb::sqlite(), &[], &[]);
+    a.login();
+    let users: Value =
+        serde_json::from_str(&a.cli(&["user", "list", "--json"], None).stdout).unwrap();
+    assert!(users[0]["last_login"].is_null());
+}
+
+/// With `CORRAL_AUTH_UPDATE_LAST_LOGIN` a login sets the user's `last_login`.
+#[test]
+fn last_login_is_updated_when_asked() {
+    let a = Api::start(
+        TestDb::sqlite(),
+        &[],
+        &[("CORRAL_AUTH_UPDATE_LAST_LOGIN", "true")],
+    );
+    a.login();
+    let users: Value =
+        serde_json::from_str(&a.cli(&["user", "list", "--json"], None).stdout).unwrap();
+    assert!(!users[0]["last_login"].is_null(), "{users}");
+}
+
+/// Tokens minted by PyJWT/simplejwt with a known key verify here (reference/jwt.md §3.6):
+/// access tokens (string or integer user id) are accepted, an expired one and a sliding
+/// one are refused on `/hello/` as simplejwt refuses them, a sliding token verifies, and
+/// the refresh token refreshes.
+#[test]
+fn fixed_vectors_from_pyjwt() {
+    const GOLDEN: &str = "simplejwt-golden-vector-secret-key-0123456789";
+    const ACCESS: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3MDAwMDAwMDAsImp0aSI6IjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWJjZGVmIiwidXNlcl9pZCI6IjEifQ.DThNthX1Zi55SsJICe3BNX-5gXJPungdWD8ALf3wRrQ";
+    const REFRESH: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCIsImV4cCI6NDEwMjQ0NDgwMCwiaWF0IjoxNzAwMDAwMDAwLCJqdGkiOiJmZWRjYmE5ODc2NTQzMjEwZmVkY2JhOTg3NjU0MzIxMCIsInVzZXJfaWQiOiIxIn0.mj0nRdJimgBZ4VdmT7RrNZWG4qYSmu6MhS6MUgDE3aY";
+    const ACCESS_INT_UID: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3MDAwMDAwMDAsImp0aSI6IjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWJjZGVmIiwidXNlcl9pZCI6MX0.vf-iapzv5KsYB98OeJ8Dzo8toQFz6WD9MRTXHE-z0PI";
+    const ACCESS_EXPIRED: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIiwiZXhwIjoxNzAwMDAwMzAwLCJpYXQiOjE3MDAwMDAwMDAsImp0aSI6IjAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAxIiwidXNlcl9pZCI6IjEifQ.qZtiBmR339XZIJa2n6sFzSSxYIfhITAnRfoKurCQFqY";
+    const SLIDING: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoic2xpZGluZyIsImV4cCI6NDEwMjQ0NDgwMCwiaWF0IjoxNzAwMDAwMDAwLCJqdGkiOiIwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMiIsInJlZnJlc2hfZXhwIjo0MTAyNTMxMjAwLCJ1c2VyX2lkIjoiMSJ9.aQ6loYmDNJsCfDPOmiWtKLhXvc7C6dJv7V_hJvxGN_4";
+    let a = Api::start(TestDb::sqlite(), &[], &[("SECRET_KEY", GOLDEN)]);
+    expect(
+        &a.hello(&format!("Bearer {ACCESS}")),
+        200,
+        json!({"message": "Hello, World!"}),
+        None,
+    );
+    expect(
+        &a.hello(&format!("Bearer {ACCESS_INT_UID}")),
+        200,
+        json!({"message": "Hello, World!"}),
+        None,
+    );
+    expect(
+        &a.hello(&format!("Bearer {ACCESS_EXPIRED}")),
+        401,
+        invalid_for_hello("Token is expired"),
+        REALM,
+    );
+    expect(
+        &a.hello(&format!("Bearer {SLIDING}")),
+        401,
+        invalid_for_hello("Token has wrong type"),
+        REALM,
+    );
+    expect(
+        &a.post("/api/token/verify/", json!({"token": SLIDING})),
+        200,
+        json!({}),
+        None,
+    );
+    let r = a.post("/api/token/refresh/", json!({"refresh": REFRESH}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    expect(
+        &a.hello(&format!("Bearer {}", r.json()["access"].as_str().unwrap())),
+        200,
+        json!({"message": "Hello, World!"}),
+        None,
+    );
+}

@@ -1,0 +1,18 @@
+//! Test support, shared by every end-to-end test: `use crate::support::*` brings in all of
+//! it.
+//!
+//! - [`process`]: temp dirs, the `corral serve` process ([`Corral`], [`Builder`]), one-shot
+//!   commands ([`run`], [`run_stdin`]), signals and `/proc` helpers, [`eventually`].
+//! - [`client`]: the raw HTTP/1.1 client ([`http`], [`post_json`], [`Conn`], [`Load`]).
+//! - [`db`]: per-test databases ([`TestDb`]), PostgreSQL administration, migration
+//!   directories.
+
+#![allow(dead_code)]
+
+mod client;
+mod db;
+mod process;
+
+pub use client::*;
+pub use db::*;
+pub use process::*;
