@@ -120,7 +120,7 @@ fn migrate_command(schema: &'static Schema) -> Command {
         .subcommand(Command::new("check").about("Exit non-zero when anything is pending, drifted, missing or failed"))
         .subcommand(
             Command::new("new")
-                .about("Create up and down stubs for both dialects in --migrations-dir (default: src/app/migrations in a checkout of corral, else ./migrations)")
+                .about("Create up and down stubs for both dialects in --migrations-dir (default: the application's migrations folder in a checkout of its source, else ./migrations)")
                 .arg(Arg::new("name").required(true))
                 .arg(Arg::new("no-transaction").long("no-transaction").action(ArgAction::SetTrue).help("Mark the stubs `-- no-transaction`")),
         )
@@ -304,13 +304,11 @@ impl MigrateBootArgs {
     }
 
     pub fn to_argv(&self) -> Vec<OsString> {
-        let mode = match self.mode {
-            MigrateMode::Check => "check",
-            _ => "apply",
-        };
+        // The master starts no runner with `--migrate off`; `apply` and `check` are the
+        // `migrate` subcommands of the same names.
         [
             "migrate",
-            mode,
+            self.mode.as_str(),
             "--boot",
             "--config-fd",
             &self.config_fd.to_string(),

@@ -36,7 +36,7 @@ pub mod exit {
 
 /// A decision to end the process: a one-line reason and an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Halt {
+pub(crate) struct Halt {
     pub reason: String,
     pub code: u8,
 }
@@ -67,7 +67,7 @@ impl fmt::Display for Halt {
 impl std::error::Error for Halt {}
 
 /// Formats an error with its whole `source()` chain on one line: `a: b: c`.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {

@@ -25,7 +25,9 @@
 //! - `sys`: the OS layer, the only module with `unsafe`.
 //! - [`logging`], [`error`]: log output, the one exit-code table.
 //! - [`app`]: the bundled JWT app (simplejwt's endpoints and errors, users, tokens, its
-//!   migrations and its `user` command), built only on the core's public surface.
+//!   migrations and its `user` command), handed to the core as one [`App`] like any
+//!   other service (it also uses a few crate-internal helpers: inotify, the password
+//!   prompt, thread priorities).
 //!
 //! # Serving your own service
 //!

@@ -1,6 +1,7 @@
 //! [`ApiError`]: every answer of the JWT app that is not a success, with the status, the
-//! body and the headers simplejwt 5.5.1 and DRF give it. Every simplejwt and DRF text is
-//! written here, once (see `reference/jwt.md` §1.3).
+//! body and the headers simplejwt 5.5.1 and DRF give it. Every simplejwt and DRF error
+//! text is written here, once (see `reference/jwt.md` §1.3); the views' descriptions for
+//! `OPTIONS` stay beside their routes.
 
 use super::auth::{Kind, TokenError};
 use super::reply::Reply;
@@ -14,6 +15,27 @@ pub(super) const FIELD_NULL: &str = "This field may not be null.";
 pub(super) const FIELD_BLANK: &str = "This field may not be blank.";
 pub(super) const FIELD_NOT_STRING: &str = "Not a valid string.";
 pub(super) const FIELD_NULL_CHARACTERS: &str = "Null characters are not allowed.";
+
+/// simplejwt's message for a token error.
+fn token_message(e: TokenError) -> &'static str {
+    match e {
+        TokenError::Invalid => "Token is invalid",
+        TokenError::Expired => "Token is expired",
+        TokenError::WrongType => "Token has wrong type",
+        TokenError::NoType => "Token has no type",
+        TokenError::NoId => "Token has no id",
+        TokenError::NoExp => "Token has no 'exp' claim",
+        TokenError::Blacklisted => "Token is blacklisted",
+    }
+}
+
+/// simplejwt's class name for a token type, as in the `messages` of a 401.
+fn token_class(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Access => "AccessToken",
+        Kind::Refresh => "RefreshToken",
+    }
+}
 
 /// What went wrong, in simplejwt's and DRF's terms.
 #[derive(Debug)]
@@ -72,12 +94,12 @@ impl ApiError {
                 unauthorized(json!({ "detail": "No active account found for the given token." }))
             }
             TokenNotValid(e) => {
-                unauthorized(json!({ "detail": e.message(), "code": "token_not_valid" }))
+                unauthorized(json!({ "detail": token_message(e), "code": "token_not_valid" }))
             }
             NotValidForAnyType(e) => unauthorized(json!({
                 "detail": "Given token not valid for any token type",
                 "code": "token_not_valid",
-                "messages": [{ "token_class": Kind::Access.class(), "token_type": Kind::Access.as_str(), "message": e.message() }],
+                "messages": [{ "token_class": token_class(Kind::Access), "token_type": Kind::Access.as_str(), "message": token_message(e) }],
             })),
             NoCredentials => {
                 unauthorized(json!({ "detail": "Authentication credentials were not provided." }))
@@ -98,7 +120,7 @@ impl ApiError {
             }
             VerifyBlacklisted => Reply::new(
                 StatusCode::BAD_REQUEST,
-                json!({ "non_field_errors": [TokenError::Blacklisted.message()] }),
+                json!({ "non_field_errors": [token_message(TokenError::Blacklisted)] }),
             ),
             Unavailable => Reply::detail(
                 StatusCode::SERVICE_UNAVAILABLE,

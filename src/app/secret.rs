@@ -18,19 +18,6 @@ use tracing::warn;
 
 const MIN_SECRET_BYTES: usize = 32;
 
-/// Whether this process runs in production.
-fn production(c: &Config) -> Option<&'static str> {
-    if c.production {
-        Some("--production")
-    } else if std::env::var_os("DYNO").is_some() {
-        Some("Heroku (DYNO is set)")
-    } else if std::env::var_os("INVOCATION_ID").is_some() {
-        Some("systemd (INVOCATION_ID is set)")
-    } else {
-        None
-    }
-}
-
 /// `corral check`: the rules and key files of `prepare`, without creating anything.
 pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     let auth = AuthConfig::of(c)?;
@@ -53,7 +40,7 @@ fn rules(c: &Config, auth: &AuthConfig) -> Result<(), ConfigError> {
     if !auth.is_hmac() {
         return Ok(());
     }
-    let prod = production(c);
+    let prod = c.production_reason();
     match (&auth.secret_key, prod) {
         (None, Some(why)) => Err(ConfigError::new(format!(
             "SECRET_KEY is not set; a production server ({why}) will not start without one. Set SECRET_KEY to at least {MIN_SECRET_BYTES} random bytes, for example from `openssl rand -base64 48`"

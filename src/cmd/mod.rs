@@ -1,6 +1,7 @@
 //! Command dispatch: [`Server`] parses the command line and runs the master, a worker,
 //! a one-shot command of the core (`check`, `config`, `migrate`) or one of the
-//! application's, and maps the outcome to an exit code. Errors are printed here, once.
+//! application's, and maps the outcome to an exit code. Usage and configuration errors
+//! are printed here; each command reports its own outcome once.
 //!
 //! The same executable plays every role: the master re-executes it as `worker` and as
 //! `migrate apply`, so a custom binary built on this library behaves exactly like `corral`.
@@ -40,6 +41,19 @@ where
     /// Parses `std::env::args_os()` and runs the chosen command.
     pub fn run(self) -> ExitCode {
         let args: Vec<OsString> = std::env::args_os().collect();
+        if let Some(s) = self.app.section {
+            if let Some(k) = s
+                .keys
+                .iter()
+                .find(|k| !k.path.starts_with(&format!("{}.", s.name)))
+            {
+                // A programming error in the application, caught before anything runs.
+                panic!(
+                    "config section [{}]: key {} must be named {}.…",
+                    s.name, k.path, s.name
+                );
+            }
+        }
         let schema: &'static Schema = Box::leak(Box::new(Schema::new(self.app.section)));
         let app_commands = self.app.commands.iter().map(|c| (c.cli)());
         let m = match cli::command(schema, app_commands).try_get_matches_from(&args) {
@@ -100,13 +114,21 @@ fn init_cli_logging(
     role: &'static str,
     level: LogLevel,
 ) -> Option<logging::Handle> {
-    logging::init(&logging::Settings {
+    match logging::init(&logging::Settings {
         level,
         format: c.log_format,
         error_logfile: c.error_logfile.clone(),
         role,
-    })
-    .ok()
+    }) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!(
+                "corral: cannot open error log {} ({e}); logging to nowhere",
+                c.error_logfile
+            );
+            None
+        }
+    }
 }
 
 fn check<F>(schema: &'static Schema, m: &ArgMatches, app: &App<F>) -> u8 {

@@ -302,24 +302,25 @@ fn parse_raw(key: &Key, origin: &Origin, raws: &[String]) -> Result<toml::Value,
         }
         Kind::Enum(allowed) => toml::Value::String(one_of(key, origin, &one(), allowed)?),
     };
-    typed(key, origin, value)
+    Ok(value)
 }
 
-/// Runs the key's own parser on each of its strings, so that a value that would not
-/// become its typed field is refused here, with the key and origin named.
-fn typed(key: &Key, origin: &Origin, value: toml::Value) -> Result<toml::Value, ConfigError> {
+/// Runs the key's own parser on each string of its merged value, so that a value that
+/// would not become its typed field is refused with the key and its origin named (a bad
+/// value that a higher layer overrides is never looked at, as before typing).
+fn typed(key: &Key, origin: &Origin, value: Option<&toml::Value>) -> Result<(), ConfigError> {
     let Some(parse) = key.parse else {
-        return Ok(value);
+        return Ok(());
     };
-    let strings: Vec<&str> = match &value {
-        toml::Value::String(s) => vec![s.as_str()],
-        toml::Value::Array(items) => items.iter().filter_map(toml::Value::as_str).collect(),
+    let strings: Vec<&str> = match value {
+        Some(toml::Value::String(s)) => vec![s.as_str()],
+        Some(toml::Value::Array(items)) => items.iter().filter_map(toml::Value::as_str).collect(),
         _ => vec![],
     };
     for s in strings {
         parse(s).map_err(|why| ConfigError::bad_value(key, origin, why))?;
     }
-    Ok(value)
+    Ok(())
 }
 
 fn check_toml(key: &Key, origin: &Origin, value: toml::Value) -> Result<toml::Value, ConfigError> {
@@ -352,7 +353,7 @@ fn check_toml(key: &Key, origin: &Origin, value: toml::Value) -> Result<toml::Va
         }
         (Kind::List, v) => return Err(wrong("a list of strings", &v)),
     };
-    typed(key, origin, value)
+    Ok(value)
 }
 
 fn in_range(key: &Key, origin: &Origin, n: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -401,6 +402,13 @@ fn validate(
     }
     if merged.get("access_logfile").and_then(toml::Value::as_str) == Some("") {
         return Err(bad("access_logfile", "empty path".into()));
+    }
+    for key in schema.keys() {
+        let value = match key.path.split_once('.') {
+            Some((section, name)) => merged.get(section).and_then(|t| t.get(name)),
+            None => merged.get(key.path),
+        };
+        typed(key, &origins[key.path], value)?;
     }
     if let Some(section) = schema.section() {
         let table = merged

@@ -7,26 +7,28 @@
 //! drives the flags, the environment variables, file validation, `corral config` and the
 //! README tables, so they cannot drift apart.
 //!
-//! Values are parsed where they enter and carried typed: bind addresses, the database
-//! URL, the migrate mode, the log format and level. A child process receives the same
-//! typed value through a memfd ([`handoff`]), never as strings to parse again.
+//! Values are parsed where they enter and carried typed: bind addresses (resolved once,
+//! at load), the database URL, the migrate mode, the log format and level. A child
+//! process receives the same typed value through a memfd ([`handoff`]), serialised and
+//! read back by the same types.
 //!
 //! Config keys carry the names of their flags (`--graceful-timeout` is
 //! `graceful_timeout`), following Gunicorn, so one name works everywhere. Durations are
 //! whole seconds unless the key name says otherwise.
 
 pub(crate) mod handoff;
-pub mod load;
+mod load;
 pub mod schema;
 
 use crate::logging::{LogFormat, LogLevel};
 use crate::storage;
-use crate::sys::listener::BindAddr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use load::{ConfigError, Layers, Loaded, Origin};
+pub use crate::sys::listener::BindAddr;
+pub use load::ConfigError;
+pub(crate) use load::{Layers, Loaded};
 
 /// Everything a corral process is configured with. Built by [`Layers::load`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,8 +79,25 @@ pub struct Config {
     /// Refuse development conveniences (generated secret key). On under Heroku and systemd.
     pub production: bool,
     pub database: storage::Settings,
-    /// The application's own section (`[auth]` for the bundled JWT app).
+    /// The application's own section, if it declares one.
     pub app: AppSection,
+}
+
+impl Config {
+    /// Why this process counts as production, if it does: `--production`, Heroku (`DYNO`
+    /// set) or systemd (`INVOCATION_ID` set). Applications refuse their development
+    /// conveniences there.
+    pub fn production_reason(&self) -> Option<&'static str> {
+        if self.production {
+            Some("--production")
+        } else if std::env::var_os("DYNO").is_some() {
+            Some("Heroku (DYNO is set)")
+        } else if std::env::var_os("INVOCATION_ID").is_some() {
+            Some("systemd (INVOCATION_ID is set)")
+        } else {
+            None
+        }
+    }
 }
 
 /// The application's section of the configuration, checked against the application's

@@ -135,7 +135,7 @@ pub struct Section {
 
 /// The keys one binary accepts: the core's, then its application's section.
 #[derive(Debug)]
-pub struct Schema {
+pub(crate) struct Schema {
     section: Option<&'static Section>,
 }
 
@@ -177,7 +177,7 @@ impl Schema {
 }
 
 /// The core's keys, in the order `corral config` prints them.
-pub static KEYS: &[Key] = &[
+pub(crate) static KEYS: &[Key] = &[
     Key {
         platform_env: &["PORT"],
         parse: Some(parse_bind),
@@ -219,7 +219,7 @@ pub static KEYS: &[Key] = &[
     flag("log_format", None, "log-format", Kind::Enum(LogFormat::NAMES), "text (Gunicorn-like lines) or json (one object per line)"),
     flag("reload", None, "reload", Kind::Bool, "Development: restart workers when the config file, the migrations or the binary change"),
     flag("reload_extra_file", None, "reload-extra-file", Kind::List, "Extra file watched by --reload; repeat for several"),
-    flag("production", None, "production", Kind::Bool, "Refuse development conveniences such as a generated SECRET_KEY; implied under Heroku (DYNO) and systemd (INVOCATION_ID)"),
+    flag("production", None, "production", Kind::Bool, "Production mode: the application refuses its development conveniences (the JWT app: a generated, short or placeholder SECRET_KEY); implied under Heroku (DYNO) and systemd (INVOCATION_ID)"),
     Key {
         platform_env: &["DATABASE_URL"],
         redact: Some(storage::url::redact),
@@ -234,7 +234,7 @@ pub static KEYS: &[Key] = &[
 ];
 
 /// Built-in defaults. `workers` is the number of CPUs.
-pub fn defaults() -> Config {
+pub(crate) fn defaults() -> Config {
     Config {
         bind: vec![BindAddr::Tcp(([127, 0, 0, 1], 8000).into())],
         workers: std::thread::available_parallelism()

@@ -154,7 +154,7 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) board: Arc<Scoreboard>,
     pub(crate) access_log: Option<access_log::AccessLog>,
-    wake: Option<OwnedFd>,
+    wake: OwnedFd,
     balance: Option<(Arc<Balance>, usize)>,
     draining: AtomicBool,
     free_slots: AtomicU32,
@@ -167,7 +167,7 @@ impl Shared {
         settings: Settings,
         board: Arc<Scoreboard>,
         access_log: Option<access_log::AccessLog>,
-        wake: Option<OwnedFd>,
+        wake: OwnedFd,
         balance: Option<(Arc<Balance>, usize)>,
     ) -> Shared {
         Shared {
@@ -185,9 +185,7 @@ impl Shared {
 
     /// Wakes the master so it looks at this worker's scoreboard now.
     pub(crate) fn wake_master(&self) {
-        if let Some(fd) = &self.wake {
-            let _ = nix::unistd::write(fd, b"!");
-        }
+        let _ = nix::unistd::write(&self.wake, b"!");
     }
 
     fn draining(&self) -> bool {

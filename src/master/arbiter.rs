@@ -168,6 +168,9 @@ impl Arbiter {
         if self.phase != Phase::Running {
             return warn!("Ignoring reload: the master is not running");
         }
+        if self.generations.migration_pid().is_some() {
+            return warn!("Ignoring reload: the previous reload is still running its migrations");
+        }
         let current = self.generations.number();
         let loaded = match self
             .layers
@@ -300,6 +303,10 @@ impl Arbiter {
         drop(fds);
         self.spawner.drain_wake();
         self.upgrade.poll_events();
+        if !self.upgrade.is_successor() {
+            // The old master has gone: this one speaks to systemd from now on.
+            self.systemd.unmute();
+        }
         Ok(self.signals.drain())
     }
 
@@ -522,11 +529,7 @@ impl Arbiter {
         info!(
             migrator = pid.as_raw(),
             "Running migrations ({}) in pid {pid}",
-            if mode == MigrateMode::Check {
-                "check"
-            } else {
-                "apply"
-            }
+            mode.as_str()
         );
         if then.is_none() {
             self.systemd.migrations_started();
@@ -586,7 +589,6 @@ impl Arbiter {
         }
         if self.upgrade.promoted() {
             info!("Master promoted: the previous master has exited");
-            self.systemd.unmute();
             if let (Some(pf), Some(path)) = (&mut self.pidfile, self.upgrade.final_pidfile()) {
                 if let Err(e) = pf.rename(path) {
                     error!("Cannot move the pidfile to {}: {e}", path.display());

@@ -33,9 +33,14 @@ impl Systemd {
     pub(super) fn from_env(env: &BTreeMap<String, String>, muted: bool) -> Result<Systemd, Halt> {
         let notifier = Notifier::from_env(env)
             .map_err(|e| Halt::failure(format!("bad NOTIFY_SOCKET: {e}")))?;
-        let watchdog = env
-            .get("WATCHDOG_USEC")
-            .and_then(|u| u.parse::<u64>().ok())
+        let usec = env.get("WATCHDOG_USEC").and_then(|u| {
+            let parsed = u.parse::<u64>().ok();
+            if parsed.is_none() {
+                tracing::warn!("WATCHDOG_USEC={u:?} is not a number of microseconds; not sending watchdog pings");
+            }
+            parsed
+        });
+        let watchdog = usec
             .filter(|_| {
                 env.get("WATCHDOG_PID")
                     .is_none_or(|w| w == &std::process::id().to_string())

@@ -87,7 +87,23 @@ where
         },
         None => None,
     };
-    let wake = crate::sys::adopt_fd(args.wake_fd).ok();
+    let wake = match crate::sys::adopt_fd(args.wake_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return fail(format!(
+                "cannot use the wake-up descriptor {}: {e}",
+                args.wake_fd
+            ))
+        }
+    };
+    let balance = match args
+        .balance
+        .map(|(fd, slot)| Balance::open(fd).map(|b| (Arc::new(b), slot)))
+    {
+        Some(Err(e)) => return fail(format!("cannot open the balance board: {e}")),
+        Some(Ok(b)) => Some(b),
+        None => None,
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -131,9 +147,6 @@ where
                 ))
             }
         };
-        let balance = args
-            .balance
-            .and_then(|(fd, slot)| Some((Arc::new(Balance::open(fd).ok()?), slot)));
         let shared = Arc::new(http::Shared::new(
             http::Settings::from_config(&config),
             board.clone(),

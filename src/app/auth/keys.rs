@@ -26,12 +26,6 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
-impl From<String> for KeyError {
-    fn from(s: String) -> KeyError {
-        KeyError(s)
-    }
-}
-
 /// Keys for one algorithm.
 pub(crate) struct KeySet {
     pub alg: Algorithm,
@@ -62,7 +56,7 @@ pub fn load(c: &AuthConfig) -> Result<KeySet, KeyError> {
     let path = c
         .signing_key_file
         .as_deref()
-        .ok_or_else(|| format!("auth.signing_key_file is required for {alg:?}"))?;
+        .ok_or_else(|| KeyError(format!("auth.signing_key_file is required for {alg:?}")))?;
     let pem = read(path, "auth.signing_key_file")?;
     let signing = match alg.family() {
         AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(&pem),
@@ -71,27 +65,27 @@ pub fn load(c: &AuthConfig) -> Result<KeySet, KeyError> {
         AlgorithmFamily::Hmac => unreachable!("handled above"),
     }
     .map_err(|e| {
-        format!(
+        KeyError(format!(
             "auth.signing_key_file {}: not a {alg:?} private key in PEM: {e}",
             path.display(),
-        )
+        ))
     })?;
     let public = Jwk::from_encoding_key(&signing, alg)
-        .map_err(|e| format!("auth.signing_key_file {}: {e}", path.display()))?;
+        .map_err(|e| KeyError(format!("auth.signing_key_file {}: {e}", path.display())))?;
     let (kid, jwk, key) = published(public, alg)?;
     // A key that cannot verify its own signature (an ES384 key with ES256, say) is refused now.
     let probe = super::jws::encode("{}", alg, Some(&kid), &signing).map_err(|e| {
-        format!(
+        KeyError(format!(
             "auth.signing_key_file {}: cannot sign with {alg:?}: {e}",
             path.display(),
-        )
+        ))
     })?;
     let mut verify = vec![VerifyKey::public(Some(kid.clone()), key)];
     super::jws::decode(&probe, alg, &verify).map_err(|_| {
-        format!(
+        KeyError(format!(
             "auth.signing_key_file {}: the key does not match {alg:?}",
             path.display(),
-        )
+        ))
     })?;
     let mut keys = vec![jwk];
     for p in &c.verifying_key_files {
@@ -102,13 +96,13 @@ pub fn load(c: &AuthConfig) -> Result<KeySet, KeyError> {
             _ => DecodingKey::from_ed_pem(&pem),
         }
         .map_err(|e| {
-            format!(
+            KeyError(format!(
                 "auth.verifying_key_files {}: not a {alg:?} public key in PEM: {e}",
                 p.display(),
-            )
+            ))
         })?;
         let jwk = Jwk::from_decoding_key(&dk, Some(alg))
-            .map_err(|e| format!("auth.verifying_key_files {}: {e}", p.display()))?;
+            .map_err(|e| KeyError(format!("auth.verifying_key_files {}: {e}", p.display())))?;
         let (kid, jwk, key) = published(jwk, alg)?;
         if verify.iter().any(|k| k.kid.as_deref() == Some(&kid)) {
             continue; // the signing key listed again

@@ -31,7 +31,7 @@ impl fmt::Display for SignError {
 
 impl std::error::Error for SignError {}
 
-/// simplejwt's token errors, with its messages.
+/// simplejwt's token errors (their texts are in `app::errors`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
     Invalid,
@@ -41,20 +41,6 @@ pub enum TokenError {
     NoId,
     NoExp,
     Blacklisted,
-}
-
-impl TokenError {
-    pub fn message(self) -> &'static str {
-        match self {
-            TokenError::Invalid => "Token is invalid",
-            TokenError::Expired => "Token is expired",
-            TokenError::WrongType => "Token has wrong type",
-            TokenError::NoType => "Token has no type",
-            TokenError::NoId => "Token has no id",
-            TokenError::NoExp => "Token has no 'exp' claim",
-            TokenError::Blacklisted => "Token is blacklisted",
-        }
-    }
 }
 
 /// The two token types of the pair.
@@ -69,14 +55,6 @@ impl Kind {
         match self {
             Kind::Access => "access",
             Kind::Refresh => "refresh",
-        }
-    }
-
-    /// simplejwt's class name, as in the `messages` of a 401.
-    pub fn class(self) -> &'static str {
-        match self {
-            Kind::Access => "AccessToken",
-            Kind::Refresh => "RefreshToken",
         }
     }
 }

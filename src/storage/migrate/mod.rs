@@ -40,7 +40,7 @@ pub(crate) use source::Migration;
 pub(crate) use status::{Entry, State};
 
 /// The history table.
-pub const TABLE: &str = "corral_migrations";
+pub(crate) const TABLE: &str = "corral_migrations";
 
 /// A migration built into an application's binary.
 #[derive(Debug)]
