@@ -287,6 +287,8 @@ impl WorkerArgs {
 pub struct MigrateBootArgs {
     pub mode: MigrateMode,
     pub config_fd: RawFd,
+    /// Whether a missing SQLite file may be created: at the first boot, not on a reload.
+    pub create: bool,
 }
 
 impl MigrateBootArgs {
@@ -300,13 +302,17 @@ impl MigrateBootArgs {
                 .global(true)
                 .action(ArgAction::SetTrue)
                 .requires("config-fd"),
+            hidden("no-create")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .requires("boot"),
         ]
     }
 
     pub fn to_argv(&self) -> Vec<OsString> {
         // The master starts no runner with `--migrate off`; `apply` and `check` are the
         // `migrate` subcommands of the same names.
-        [
+        let mut v: Vec<OsString> = [
             "migrate",
             self.mode.as_str(),
             "--boot",
@@ -315,14 +321,26 @@ impl MigrateBootArgs {
         ]
         .into_iter()
         .map(OsString::from)
-        .collect()
+        .collect();
+        if !self.create {
+            v.push("--no-create".into());
+        }
+        v
     }
 
-    /// `Some` when this `migrate` command was started by a master.
-    pub fn from_matches(m: &ArgMatches) -> Option<RawFd> {
-        m.get_flag("boot")
-            .then(|| m.get_one::<RawFd>("config-fd").copied())
-            .flatten()
+    /// `Some` when this `migrate` command (`m`: its matches) was started by a master.
+    pub fn from_matches(m: &ArgMatches) -> Option<MigrateBootArgs> {
+        if !m.get_flag("boot") {
+            return None;
+        }
+        Some(MigrateBootArgs {
+            mode: match m.subcommand_name() {
+                Some("check") => MigrateMode::Check,
+                _ => MigrateMode::Apply,
+            },
+            config_fd: *m.get_one::<RawFd>("config-fd")?,
+            create: !m.get_flag("no-create"),
+        })
     }
 }
 
@@ -420,14 +438,16 @@ mod tests {
                 w
             );
         }
-        let b = MigrateBootArgs {
-            mode: MigrateMode::Check,
-            config_fd: 11,
-        };
-        let m = parse(b.to_argv()).unwrap();
-        let (_, mm) = m.subcommand().unwrap();
-        assert_eq!(MigrateBootArgs::from_matches(mm), Some(11));
-        assert_eq!(mm.subcommand_name(), Some("check"));
+        for (mode, create) in [(MigrateMode::Check, true), (MigrateMode::Apply, false)] {
+            let b = MigrateBootArgs {
+                mode,
+                config_fd: 11,
+                create,
+            };
+            let m = parse(b.to_argv()).unwrap();
+            let (_, mm) = m.subcommand().unwrap();
+            assert_eq!(MigrateBootArgs::from_matches(mm), Some(b));
+        }
         let u = UpgradeArgs {
             fds: vec![3],
             sock: 12,

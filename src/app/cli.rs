@@ -76,6 +76,12 @@ fn run(config: &Config, m: &ArgMatches) -> u8 {
 }
 
 async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String, String> {
+    if let Some(path) = config.database.url.sqlite_path().filter(|p| !p.exists()) {
+        return Err(format!(
+            "the database file {} does not exist; create it with `corral migrate apply`",
+            path.display()
+        ));
+    }
     let db = Db::open_lazy(&config.database).map_err(|e| e.to_string())?;
     let username = || sub.get_one::<String>("username").expect("required").clone();
     let result = match name {
@@ -139,10 +145,7 @@ async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String
         "import-django" => import(&db, sub.get_one::<String>("file").expect("required")).await,
         other => Err(format!("unknown user command {other}")),
     };
-    match db {
-        Db::Postgres(p) => p.close().await,
-        Db::Sqlite(p) => p.close().await,
-    }
+    db.close().await;
     result
 }
 

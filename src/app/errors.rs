@@ -73,8 +73,10 @@ pub(super) enum ApiError {
     NotAnObject(&'static str),
     /// Field errors, each field with its messages.
     Fields(Map<String, Value>),
-    /// `/readyz`: the database does not answer.
-    NotReady,
+    /// `/readyz`: the database does not answer, or `answers` but cannot take writes.
+    NotReady {
+        answers: bool,
+    },
 }
 
 impl ApiError {
@@ -153,10 +155,15 @@ impl ApiError {
                 json!({ "non_field_errors": [format!("Invalid data. Expected a dictionary, but got {t}.")] }),
             ),
             Fields(errors) => Reply::new(StatusCode::BAD_REQUEST, Value::Object(errors)),
-            NotReady => Reply::new(
+            NotReady { answers } => Reply::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "status": "unavailable", "detail": "The database is unreachable." }),
-            ),
+                json!({ "status": "unavailable", "detail": if answers {
+                    "The database cannot take writes."
+                } else {
+                    "The database is unreachable."
+                } }),
+            )
+            .header(RETRY_AFTER, "1"),
         }
     }
 }

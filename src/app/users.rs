@@ -77,7 +77,15 @@ pub(super) async fn create(
 ) -> Result<i64, StorageError> {
     const SQL: &str =
         "INSERT INTO corral_user (username, password, is_active) VALUES ($1, $2, $3) RETURNING id";
-    let id: i64 = on_db!(db, p => sqlx::query_scalar(SQL).bind(username).bind(password_hash).bind(active).fetch_one(p).await)
+    // In an explicit transaction whose commit is awaited: with `RETURNING`, SQLite hands
+    // the row back before the statement commits, so a commit that fails (a full disk)
+    // would otherwise go unnoticed and the user would be reported created but be lost.
+    let id: i64 = on_db!(db, p => async {
+        let mut tx = p.begin().await?;
+        let id = sqlx::query_scalar(SQL).bind(username).bind(password_hash).bind(active).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<i64, sqlx::Error>(id)
+    }.await)
         .map_err(|e| match StorageError::from(e) {
             StorageError::Conflict(_) => StorageError::Conflict(format!("user {username:?} already exists")),
             other => other,
@@ -192,7 +200,7 @@ pub(super) async fn import(db: &Db, u: &DjangoUser) -> Result<bool, StorageError
 
 /// After inserting explicit ids, moves PostgreSQL's sequence past them.
 pub(super) async fn sync_id_sequence(db: &Db) -> Result<(), StorageError> {
-    if let Db::Postgres(p) = db {
+    if let Some(p) = db.postgres() {
         sqlx::query("SELECT setval(pg_get_serial_sequence('corral_user', 'id'), GREATEST((SELECT MAX(id) FROM corral_user), 1))")
             .execute(p)
             .await?;

@@ -8,7 +8,7 @@ use super::errors::ApiError;
 use super::reply::Reply;
 use super::{tokens, users, State};
 use crate::http::RequestBody;
-use crate::storage;
+use crate::storage::{self, StorageError};
 use hyper::Request;
 use serde_json::json;
 use std::sync::Arc;
@@ -188,13 +188,16 @@ pub(super) fn hello() -> Reply {
     Reply::fixed(r#"{"message":"Hello, World!"}"#)
 }
 
-/// `GET /readyz`: ready to serve and the database answers.
+/// `GET /readyz`: ready to do the job: the database answers, and can take writes (no
+/// recent failure for lack of it; for SQLite, its file writable with room left).
 pub(super) async fn readyz(s: &State) -> ViewResult {
-    match s.db.ping().await {
+    match s.db.healthy().await {
         Ok(()) => Ok(Reply::ok(json!({ "status": "ready" }))),
         Err(e) => {
             warn!("readiness check failed: {e}");
-            Err(ApiError::NotReady)
+            Err(ApiError::NotReady {
+                answers: matches!(e, StorageError::Unhealthy(_)),
+            })
         }
     }
 }

@@ -25,10 +25,10 @@ use tracing::{error, info};
 /// Runs a `migrate` subcommand; returns the exit code.
 pub(super) fn run(schema: &'static Schema, m: &ArgMatches, migrations: Migrations) -> u8 {
     let json = m.get_flag("json");
-    let boot_fd = MigrateBootArgs::from_matches(m);
-    let boot = boot_fd.is_some();
-    let config = match boot_fd {
-        Some(fd) => handoff::read(fd).map_err(|e| e.to_string()),
+    let boot_args = MigrateBootArgs::from_matches(m);
+    let boot = boot_args.is_some();
+    let config = match &boot_args {
+        Some(b) => handoff::read(b.config_fd).map_err(|e| e.to_string()),
         None => super::load(schema, m)
             .map(|(_, l)| l.config)
             .map_err(|h| h.reason),
@@ -57,7 +57,9 @@ pub(super) fn run(schema: &'static Schema, m: &ArgMatches, migrations: Migration
         }
     };
     let (name, sub) = m.subcommand().expect("a subcommand is required");
-    let target = Target::new(&config.database, migrations);
+    let mut target = Target::new(&config.database, migrations);
+    // Only `apply` may create the database, and not on a reload.
+    target.create = name == "apply" && boot_args.as_ref().is_none_or(|b| b.create);
     let result = runtime.block_on(dispatch(name, sub, &config, &target, boot));
     match result {
         Ok(out) => {

@@ -525,7 +525,9 @@ impl Arbiter {
         let loaded = then.as_deref().unwrap_or(self.generations.loaded());
         let mode = loaded.config.database.migrate;
         let handoff = handoff_of(loaded)?;
-        let pid = self.spawner.migrator(mode, &handoff)?;
+        // A reload must not create a missing SQLite file: it would migrate a fresh, empty
+        // database and serve it as if the users had never existed.
+        let pid = self.spawner.migrator(mode, &handoff, then.is_none())?;
         info!(
             migrator = pid.as_raw(),
             "Running migrations ({}) in pid {pid}",

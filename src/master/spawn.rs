@@ -111,11 +111,18 @@ impl Spawner {
         Ok((pid, board))
     }
 
-    /// Starts the migration runner (`apply`, or `check`) on `handoff`'s configuration.
-    pub(super) fn migrator(&self, mode: MigrateMode, handoff: &OwnedFd) -> Result<Pid, Halt> {
+    /// Starts the migration runner (`apply`, or `check`) on `handoff`'s configuration;
+    /// it may create a missing SQLite file only if `create` (the first boot).
+    pub(super) fn migrator(
+        &self,
+        mode: MigrateMode,
+        handoff: &OwnedFd,
+        create: bool,
+    ) -> Result<Pid, Halt> {
         let args = MigrateBootArgs {
             mode,
             config_fd: handoff.as_raw_fd(),
+            create,
         };
         self.child(args.to_argv(), vec![handoff.as_raw_fd()])
     }

@@ -7,6 +7,7 @@
 //! ever crosses a fork.
 
 pub mod migrate;
+mod sqlite_file;
 pub mod url;
 
 use sqlx::postgres::PgPoolOptions;
@@ -14,6 +15,8 @@ use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{PgPool, SqlitePool};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use migrate::MigrateMode;
@@ -55,60 +58,158 @@ pub struct Settings {
     pub lock_timeout: u64,
 }
 
-/// A worker's connection pool.
+/// A process's connection pool, and what it has learnt about the database's health.
 #[derive(Debug, Clone)]
-pub enum Db {
+pub struct Db {
+    pool: Pool,
+    health: Arc<Health>,
+    /// The database file, for SQLite on disk.
+    sqlite_path: Option<PathBuf>,
+}
+
+/// The pool of one dialect.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
+}
+
+/// How long after a failed query the database counts as not able to do its job.
+const UNHEALTHY_FOR: Duration = Duration::from_secs(5);
+
+/// Failures seen by this process's queries.
+#[derive(Debug, Default)]
+struct Health {
+    /// `CLOCK_MONOTONIC` ms of the last query that failed because the database could not
+    /// do its job (unreachable, disk full, read-only, its file gone); 0 for none since
+    /// the last success.
+    last_failure_ms: AtomicU64,
 }
 
 impl Db {
     /// A pool that connects on first use, so a worker boots (and serves 503s) even while
     /// the database is down.
+    ///
+    /// A SQLite pool never creates the database file (the migration runner does, at the
+    /// first boot), and it refuses a file that was deleted or replaced after the pool
+    /// first opened it, and one this process may not write: connections to a new empty
+    /// file or read-only connections would otherwise answer wrongly until a restart.
     pub fn open_lazy(cfg: &Settings) -> Result<Db, StorageError> {
         let url = &cfg.url;
         let timeout = Duration::from_secs(cfg.connect_timeout);
-        Ok(match url.dialect() {
-            Dialect::Postgres => Db::Postgres(
+        let pool = match url.dialect() {
+            Dialect::Postgres => Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(cfg.pool_size as u32)
                     .acquire_timeout(timeout)
                     .connect_lazy_with(url.pg_options("corral worker")?),
             ),
-            Dialect::Sqlite => Db::Sqlite(
-                SqlitePoolOptions::new()
+            Dialect::Sqlite => {
+                let mut options = SqlitePoolOptions::new()
                     .max_connections(cfg.pool_size as u32)
-                    .acquire_timeout(timeout)
-                    .connect_lazy_with(url.sqlite_options()?),
-            ),
+                    .acquire_timeout(timeout);
+                if let Some(path) = url.sqlite_path() {
+                    let file = Arc::new(sqlite_file::Guard::new(path));
+                    let (on_connect, on_acquire) = (file.clone(), file);
+                    options = options
+                        .after_connect(move |_, _| {
+                            let f = on_connect.clone();
+                            Box::pin(async move { f.check_new_connection() })
+                        })
+                        .before_acquire(move |_, _| {
+                            let f = on_acquire.clone();
+                            Box::pin(async move { f.check_still_there().map(|()| true) })
+                        });
+                }
+                Pool::Sqlite(options.connect_lazy_with(url.sqlite_options(false)?))
+            }
+        };
+        Ok(Db {
+            pool,
+            health: Arc::default(),
+            sqlite_path: url.sqlite_path().map(PathBuf::from),
         })
     }
 
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Db::Postgres(_) => Dialect::Postgres,
-            Db::Sqlite(_) => Dialect::Sqlite,
+        match self.pool {
+            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Sqlite(_) => Dialect::Sqlite,
         }
+    }
+
+    /// The PostgreSQL pool, when this is one.
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.pool {
+            Pool::Postgres(p) => Some(p),
+            Pool::Sqlite(_) => None,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Notes a query's outcome: a failure that means the database cannot do its job
+    /// (see [`is_unavailable`]; lock contention excluded) makes [`Db::healthy`] false
+    /// for a few seconds, or until a query succeeds again.
+    pub(crate) fn observe<T>(&self, r: &Result<T, sqlx::Error>) {
+        let failed = &self.health.last_failure_ms;
+        match r {
+            Err(e) if is_unavailable(e) && !is_contention(e) => {
+                failed.store(crate::sys::monotonic_ms().max(1), Relaxed)
+            }
+            Ok(_) if failed.load(Relaxed) != 0 => failed.store(0, Relaxed),
+            _ => {}
+        }
+    }
+
+    /// Whether the database can do its job now, for readiness checks: it answers a
+    /// query, no query failed for lack of it in the last few seconds, and (SQLite) its
+    /// file is the one this process opened, writable, on a disk with room left.
+    pub async fn healthy(&self) -> Result<(), StorageError> {
+        let last = self.health.last_failure_ms.load(Relaxed);
+        if last != 0
+            && crate::sys::monotonic_ms().saturating_sub(last) < UNHEALTHY_FOR.as_millis() as u64
+        {
+            return Err(StorageError::Unhealthy(format!(
+                "a query failed for lack of the database less than {} s ago",
+                UNHEALTHY_FOR.as_secs()
+            )));
+        }
+        if let Some(path) = &self.sqlite_path {
+            sqlite_file::writable_with_room(path).map_err(StorageError::Unhealthy)?;
+        }
+        self.ping().await
     }
 
     /// `SELECT 1`: is the database reachable right now?
     pub async fn ping(&self) -> Result<(), StorageError> {
-        match self {
-            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+        on_db!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))
+            .map_err(StorageError::from)
+    }
+
+    /// Closes every connection (one-shot commands, before they exit).
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Postgres(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
         }
-        .map_err(StorageError::from)
     }
 }
 
-/// Runs the same code against whichever pool `$db` holds, binding it to `$p`.
+/// Runs the same code against whichever pool `$db` holds, binding it to `$p`, and notes
+/// the outcome in the database's health.
 macro_rules! on_db {
-    ($db:expr, $p:ident => $body:expr) => {
-        match $db {
-            $crate::storage::Db::Postgres($p) => $body,
-            $crate::storage::Db::Sqlite($p) => $body,
-        }
-    };
+    ($db:expr, $p:ident => $body:expr) => {{
+        let db: &$crate::storage::Db = $db;
+        let r = match db.pool() {
+            $crate::storage::Pool::Postgres($p) => $body,
+            $crate::storage::Pool::Sqlite($p) => $body,
+        };
+        db.observe(&r);
+        r
+    }};
 }
 pub(crate) use on_db;
 
@@ -123,6 +224,8 @@ pub enum StorageError {
     Conflict(String),
     /// The URL or options are wrong.
     Config(String),
+    /// The database answers, but cannot do its job (readiness).
+    Unhealthy(String),
 }
 
 impl fmt::Display for StorageError {
@@ -132,6 +235,7 @@ impl fmt::Display for StorageError {
             StorageError::Query(e) => write!(f, "database error: {e}"),
             StorageError::Conflict(what) => write!(f, "{what}"),
             StorageError::Config(m) => f.write_str(m),
+            StorageError::Unhealthy(m) => write!(f, "database not ready: {m}"),
         }
     }
 }
@@ -150,7 +254,8 @@ impl From<sqlx::Error> for StorageError {
     }
 }
 
-/// Errors that mean "the database is not there right now", as opposed to a bad query.
+/// Errors that mean "the database cannot do its job right now", as opposed to a bad
+/// query: callers answer 503 with `Retry-After`, and service resumes by itself.
 fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -159,16 +264,41 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(d) => {
+        sqlx::Error::Database(d) => match d.code().as_deref().map(|c| (c, c.parse::<i32>())) {
+            // SQLite (extended result codes): busy or locked past the busy timeout,
+            // read-only, I/O error, disk full, cannot open, corrupt or not a database.
+            Some((_, Ok(code))) => matches!(code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14 | 26),
             // PostgreSQL: admin shutdown, crash shutdown, cannot connect now, too many
-            // connections. SQLite: busy or locked past the busy timeout.
-            matches!(
-                d.code().as_deref(),
-                Some(
-                    "57P01" | "57P02" | "57P03" | "53300" | "08000" | "08003" | "08006" | "5" | "6"
-                )
-            )
-        }
+            // connections, connection failures, read-only transaction, disk full.
+            Some((state, Err(_))) => matches!(
+                state,
+                "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "53300"
+                    | "08000"
+                    | "08003"
+                    | "08006"
+                    | "25006"
+                    | "53100"
+            ),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Unavailability that is only contention (a lock held too long, every connection in
+/// use): it does not make the database unhealthy.
+fn is_contention(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            Some("53300") => true,
+            Some(c) => c
+                .parse::<i32>()
+                .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
+            None => false,
+        },
         _ => false,
     }
 }

@@ -84,8 +84,9 @@ impl DbUrl {
     }
 
     /// WAL, a busy timeout and NORMAL synchronous so that many worker processes can share
-    /// one file; the file is created when missing.
-    pub fn sqlite_options(&self) -> Result<SqliteConnectOptions, StorageError> {
+    /// one file; the file is created when missing only if `create` (the migration runner
+    /// at first boot, never a worker's pool or an inspection command).
+    pub fn sqlite_options(&self, create: bool) -> Result<SqliteConnectOptions, StorageError> {
         let opts = if self.sqlite_path.is_none() {
             SqliteConnectOptions::from_str("sqlite::memory:")
         } else {
@@ -93,7 +94,7 @@ impl DbUrl {
         }
         .map_err(|e| StorageError::Config(format!("bad DATABASE_URL: {e}")))?;
         Ok(opts
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))

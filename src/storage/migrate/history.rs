@@ -39,14 +39,22 @@ macro_rules! both {
 }
 
 impl Conn {
-    pub async fn open(url: &DbUrl, timeout: Duration) -> Result<Conn, MigrateError> {
+    /// Connects; a SQLite file is created only if `create` (otherwise a missing file is
+    /// an error that says so).
+    pub async fn open(url: &DbUrl, timeout: Duration, create: bool) -> Result<Conn, MigrateError> {
+        if let Some(path) = url.sqlite_path().filter(|p| !create && !p.exists()) {
+            return Err(MigrateError::Database(format!(
+                "the database file {} does not exist",
+                path.display()
+            )));
+        }
         let who = format!("corral migrate {}", whoami());
         let fut = async {
             match url.dialect() {
                 Dialect::Postgres => PgConnection::connect_with(&url.pg_options(&who)?)
                     .await
                     .map(Conn::Pg),
-                Dialect::Sqlite => SqliteConnection::connect_with(&url.sqlite_options()?)
+                Dialect::Sqlite => SqliteConnection::connect_with(&url.sqlite_options(create)?)
                     .await
                     .map(Conn::Lite),
             }

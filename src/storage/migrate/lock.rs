@@ -170,10 +170,21 @@ pub async fn file_lock(db: &Path, timeout: Duration, me: &str) -> Result<FileLoc
     }
 }
 
-/// `Some(holder)` when the SQLite lock is taken now, `None` when it is free.
+/// `Some(holder)` when the SQLite lock is taken now, `None` when it is free (or its file
+/// does not exist: asking must not create it).
 pub fn file_lock_holder(db: &Path) -> Result<Option<String>, MigrateError> {
     use nix::fcntl::{Flock, FlockArg};
-    let file = open_lock_file(db)?;
+    let path = lock_path(db);
+    let file = match std::fs::OpenOptions::new().read(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(MigrateError::Other(format!(
+                "cannot open lock file {}: {e}",
+                path.display()
+            )))
+        }
+    };
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
         Ok(_free) => Ok(None),
         Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => Ok(Some(

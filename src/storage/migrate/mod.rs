@@ -115,6 +115,9 @@ pub(crate) struct Target {
     pub dir: Option<PathBuf>,
     pub lock_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `apply` may create a missing SQLite file (at the first boot and from the command
+    /// line, never on a reload, where a missing file means the database was lost).
+    pub create: bool,
 }
 
 impl Target {
@@ -125,6 +128,7 @@ impl Target {
             dir: db.migrations_dir.clone(),
             lock_timeout: Duration::from_secs(db.lock_timeout),
             connect_timeout: Duration::from_secs(db.connect_timeout),
+            create: true,
         }
     }
 

@@ -28,7 +28,7 @@ impl Session {
     /// Connects and takes the lock (the history is read only after this, never before).
     pub async fn lock(t: &Target) -> Result<Session, MigrateError> {
         let known = t.known()?;
-        let mut conn = Conn::open(&t.url, t.connect_timeout).await?;
+        let mut conn = Conn::open(&t.url, t.connect_timeout, t.create).await?;
         let held = match (&mut conn, t.url.sqlite_path()) {
             (Conn::Pg(c), _) => match lock::pg_lock(c, t.lock_timeout).await {
                 Ok(()) => Held::Pg,
@@ -324,7 +324,7 @@ pub async fn lock_holder(t: &Target) -> Result<Option<String>, MigrateError> {
         (Dialect::Sqlite, Some(p)) => lock::file_lock_holder(p),
         (Dialect::Sqlite, None) => Ok(None),
         (Dialect::Postgres, _) => {
-            let mut conn = Conn::open(&t.url, t.connect_timeout).await?;
+            let mut conn = Conn::open(&t.url, t.connect_timeout, false).await?;
             let holder = match &mut conn {
                 Conn::Pg(c) => lock::pg_holder(c).await,
                 Conn::Lite(_) => None,

@@ -141,7 +141,12 @@ pub(crate) fn guard(entries: &[Entry], known: &[Migration]) -> Result<(), Migrat
 /// Reads the history without taking the lock (status, plan, check).
 pub async fn read_entries(t: &Target) -> Result<(Vec<Entry>, Vec<Migration>), MigrateError> {
     let known = t.known()?;
-    let mut conn = Conn::open(&t.url, t.connect_timeout).await?;
+    if t.url.sqlite_path().is_some_and(|p| !p.exists()) {
+        // Nothing is applied to a database that does not exist yet; looking must not
+        // create it.
+        return Ok((compare(&known, &[]), known));
+    }
+    let mut conn = Conn::open(&t.url, t.connect_timeout, false).await?;
     let rows = conn.history().await;
     conn.close().await;
     Ok((compare(&known, &rows?), known))

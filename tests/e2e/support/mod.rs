@@ -6,13 +6,17 @@
 //! - [`client`]: the raw HTTP/1.1 client ([`http`], [`post_json`], [`Conn`], [`Load`]).
 //! - [`db`]: per-test databases ([`TestDb`]), PostgreSQL administration, migration
 //!   directories.
+//! - [`fs`]: faults of the filesystem: a small tmpfs that can fill up, running corral as
+//!   an unprivileged user so that file permissions apply.
 
 #![allow(dead_code)]
 
 mod client;
 mod db;
+mod fs;
 mod process;
 
 pub use client::*;
 pub use db::*;
+pub use fs::*;
 pub use process::*;

@@ -134,6 +134,8 @@ pub struct Builder {
     dir: Option<PathBuf>,
     exe: PathBuf,
     wait_ready: bool,
+    /// A command that execs corral (`setpriv … --`), keeping its pid.
+    wrap: Vec<String>,
 }
 
 impl Builder {
@@ -158,6 +160,12 @@ impl Builder {
         self.exe = p.to_path_buf();
         self
     }
+    /// Start corral through `wrapper` (a command that ends by exec'ing its arguments, such
+    /// as `setpriv --reuid …`), so the pid stays corral's.
+    pub fn wrap<I: IntoIterator<Item = S>, S: Into<String>>(mut self, wrapper: I) -> Builder {
+        self.wrap = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
     /// Do not wait for the first generation to be ready.
     pub fn no_wait(mut self) -> Builder {
         self.wait_ready = false;
@@ -174,7 +182,14 @@ impl Builder {
             .dir
             .clone()
             .unwrap_or_else(|| own_dir.as_ref().unwrap().0.clone());
-        let mut cmd = base_command(&self.exe, &dir);
+        let mut cmd = match self.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = base_command(Path::new(first), &dir);
+                c.args(rest).arg(&self.exe);
+                c
+            }
+            None => base_command(&self.exe, &dir),
+        };
         cmd.arg("serve")
             .args(&self.args)
             .envs(&self.env)
@@ -332,6 +347,7 @@ impl Corral {
             dir: None,
             exe: PathBuf::from(BIN),
             wait_ready: true,
+            wrap: vec![],
         }
     }
 
