@@ -354,11 +354,23 @@ pub(crate) fn rfc3339_now() -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
+/// `Sun, 22 Nov 2026 10:11:12 GMT`: HTTP's `Date` (RFC 9110 §5.6.7, IMF-fixdate).
+pub(crate) fn http_date(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!(
+        "{}, {d:02} {} {y:04} {h:02}:{mi:02}:{s:02} GMT",
+        DAYS[secs.div_euclid(86_400).rem_euclid(7) as usize],
+        MONTHS[(mo - 1) as usize]
+    )
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 /// `22/Nov/2026:10:11:12 +0000`, the access log's `%(t)s` (without brackets).
 pub(crate) fn clf_time(secs: i64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let (y, mo, d, h, mi, s) = civil(secs);
     format!(
         "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
@@ -376,6 +388,8 @@ mod tests {
         assert_eq!(civil(1_700_000_000), (2023, 11, 14, 22, 13, 20));
         assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));
         assert_eq!(clf_time(1_700_000_000), "14/Nov/2023:22:13:20 +0000");
+        assert_eq!(http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]

@@ -48,12 +48,8 @@ pub(super) async fn read(req: Request<RequestBody>) -> Result<Data, ApiError> {
     }
     let bytes = match req.into_body().collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(ApiError::BodyTooLarge);
-        }
+        // The core answers 413 and 408 itself; these keep the app's answer consistent.
+        Err(crate::http::BodyError::TooLarge { .. }) => return Err(ApiError::BodyTooLarge),
         Err(_) => return Err(ApiError::MalformedBody),
     };
     if media == "application/x-www-form-urlencoded" {

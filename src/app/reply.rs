@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use hyper::header::{
+    HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -57,16 +59,22 @@ impl Reply {
         self
     }
 
+    /// The response; for `HEAD`, without the body but with the `Content-Length` the body
+    /// would have had (RFC 9110 §9.3.2).
     pub(super) fn into_response(self, head_only: bool) -> Response<Full<Bytes>> {
-        let bytes = match (head_only, self.fixed) {
-            (true, _) => Bytes::new(),
-            (false, Some(s)) => Bytes::from_static(s.as_bytes()),
-            (false, None) => Bytes::from(self.body.to_string()),
+        let bytes = match self.fixed {
+            Some(s) => Bytes::from_static(s.as_bytes()),
+            None => Bytes::from(self.body.to_string()),
         };
+        let head_length = head_only.then(|| HeaderValue::from(bytes.len()));
+        let bytes = if head_only { Bytes::new() } else { bytes };
         let mut r = Response::new(Full::new(bytes));
         *r.status_mut() = self.status;
         let h = r.headers_mut();
-        h.reserve(4 + self.headers.len());
+        h.reserve(5 + self.headers.len());
+        if let Some(len) = head_length {
+            h.insert(CONTENT_LENGTH, len);
+        }
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         // Of Django's SecurityMiddleware defaults, the one that matters to a JSON API (the
         // others govern how browsers treat documents); every byte here is paid per request.

@@ -158,10 +158,13 @@ pub(super) async fn blacklist(s: Arc<State>, req: Request<RequestBody>) -> ViewR
 
 /// simplejwt's `JWTAuthentication`: the user id of a request.
 pub(super) async fn authenticate(s: &State, req: &Request<RequestBody>) -> Result<i64, ApiError> {
-    let header = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
+    let mut headers = req.headers().get_all(hyper::header::AUTHORIZATION).iter();
+    let header = headers.next().map(|v| v.as_bytes());
+    if headers.next().is_some() {
+        // Two credentials are ambiguous: refuse both, as simplejwt behind Gunicorn does
+        // when it sees them joined by a comma.
+        return Err(ApiError::BadAuthorizationHeader);
+    }
     let token = match super::auth::parse_header(header, &s.auth.auth_header_types) {
         Header::Absent => return Err(ApiError::NoCredentials),
         Header::Bad => return Err(ApiError::BadAuthorizationHeader),

@@ -46,6 +46,8 @@ pub struct Config {
     pub keep_alive: u64,
     /// Seconds a client may take to send a complete request head (408 after that).
     pub header_timeout: u64,
+    /// Longest gap, in seconds, between two reads of a request body (408 after that).
+    pub body_timeout: u64,
     /// Requests after which a worker retires and is replaced; 0 = never.
     pub max_requests: u64,
     /// Random extra requests (0..=J) added to `max_requests` per worker.

@@ -1,6 +1,6 @@
 //! One connection: hyper's HTTP/1.1 state machine, the service wrapper that applies the
 //! limits and bookkeeping to each request, and a supervisor enforcing the keep-alive and
-//! header timeouts.
+//! header timeouts, the worker's drain and making room at `--worker-connections`.
 //!
 //! hyper's own `header_read_timeout` also counts keep-alive idle time and closes the
 //! connection without a response, so both timeouts are enforced here instead: the socket
@@ -8,14 +8,17 @@
 //! it. A slow head gets a real `408`, written on the socket taken back from hyper.
 
 use super::access_log::Entry;
+use super::body::{Fault, FaultKind, RequestBody};
 use super::io::{Activity, Conn, Phase, Stream};
 use super::{
-    json_error, AppService, BoxError, PeerAddr, ResponseBody, Settings, Shared, REQUEST_ID,
+    json_error, redact, AppService, BoxError, PeerAddr, ResponseBody, Settings, Shared, REQUEST_ID,
 };
 use bytes::Bytes;
-use http_body_util::{Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, REFERER, USER_AGENT};
+use hyper::header::{
+    HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, REFERER, TRANSFER_ENCODING, USER_AGENT,
+};
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
@@ -38,6 +41,9 @@ pub(super) fn builder(s: &Settings) -> http1::Builder {
     };
     b.keep_alive(true)
         .header_read_timeout(None)
+        // A client that sends a complete request and then shuts down its write side
+        // (`printf … | socat`, many scripts) still gets its answer, as from Gunicorn.
+        .half_close(true)
         .max_headers(s.limit_request_fields + 64)
         .max_buf_size(head);
     b
@@ -63,12 +69,32 @@ pub(super) async fn run<S: AppService>(
     let io = TokioIo::new(Conn::new(stream, activity.clone()));
     let mut conn = builder.serve_connection(io, svc);
     let (keep_alive, header_timeout) = (shared.settings.keep_alive, shared.settings.header_timeout);
+    let mut drain = shared.drain_signal();
+    let mut closing = false;
     loop {
         let now_ms = crate::sys::monotonic_ms();
+        let draining = *drain.borrow_and_update();
+        if draining && !closing {
+            // Draining: a busy connection closes after its response (it carries
+            // `Connection: close`); an idle one closes now, unless it went idle a moment
+            // ago: its client is likely sending the next request on it already, and
+            // closing under it would fail that request. It gets a short grace instead.
+            if let Phase::Idle(since) = activity.phase() {
+                if ms_left(since, DRAIN_IDLE_GRACE, now_ms).is_zero() {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+        let idle_limit = if draining {
+            DRAIN_IDLE_GRACE
+        } else {
+            keep_alive
+        };
         let wait = match activity.phase() {
-            Phase::Idle(since) => ms_left(since, keep_alive, now_ms),
+            Phase::Idle(since) => ms_left(since, idle_limit, now_ms),
             Phase::Head(since) => ms_left(since, header_timeout, now_ms),
-            Phase::Busy => keep_alive,
+            Phase::Busy => idle_limit,
         };
         tokio::select! {
             res = &mut conn => {
@@ -77,12 +103,21 @@ pub(super) async fn run<S: AppService>(
                 }
                 return;
             }
+            _ = drain.changed(), if !draining => {}
+            _ = shared.reclaim.notified(), if !closing => {
+                // The worker is at --worker-connections: an idle connection makes room.
+                if matches!(activity.phase(), Phase::Idle(_)) {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    closing = true;
+                }
+            }
             _ = tokio::time::sleep(wait) => {
                 let now_ms = crate::sys::monotonic_ms();
                 match activity.phase() {
                     Phase::Idle(since) if ms_left(since, keep_alive, now_ms).is_zero() => {
                         // Idle past keep-alive: hyper closes an idle connection at once.
                         Pin::new(&mut conn).graceful_shutdown();
+                        closing = true;
                     }
                     Phase::Head(since) if ms_left(since, header_timeout, now_ms).is_zero() => {
                         request_timeout(conn.into_parts().io.inner(), peer, &shared);
@@ -95,8 +130,17 @@ pub(super) async fn run<S: AppService>(
     }
 }
 
+/// While draining, how long a connection that has just gone idle is kept for the request
+/// its client may already be sending.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(250);
+
 fn ms_left(since_ms: u64, limit: Duration, now_ms: u64) -> Duration {
     Duration::from_millis((since_ms + limit.as_millis() as u64).saturating_sub(now_ms))
+}
+
+/// `Date` as RFC 9110 §5.6.7 writes it, for the responses the core writes itself.
+fn http_date() -> String {
+    crate::logging::http_date(crate::storage::now_secs())
 }
 
 /// Answers a client that did not finish its request head in time.
@@ -104,8 +148,9 @@ fn request_timeout(io: &Conn, peer: Option<SocketAddr>, shared: &Shared) {
     let id = super::request_id(None);
     let body = r#"{"detail":"Request timeout: the request head did not arrive in time."}"#;
     let head = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {}\r\n\r\n",
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\ndate: {}\r\nx-request-id: {}\r\n\r\n",
         body.len(),
+        http_date(),
         id.to_str().unwrap_or("-")
     );
     io.write_now_and_close(format!("{head}{body}").as_bytes());
@@ -141,7 +186,7 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        self.activity.mark_busy();
+        let bare_lf = self.activity.mark_busy();
         let started = Instant::now();
         let id = super::request_id(req.headers().get(REQUEST_ID));
         let shared = self.shared.clone();
@@ -151,18 +196,30 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
         let slot = shared.take_slot();
         if let Some(i) = slot {
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            shared
-                .board
-                .slot_begin(i, req.method().as_str(), path, id.to_str().unwrap_or(""));
+            shared.board.slot_begin(
+                i,
+                req.method().as_str(),
+                &redact::target(path),
+                id.to_str().unwrap_or(""),
+            );
         }
-        let rejected = check_limits(&req, &shared.settings);
+        let rejected = if bare_lf {
+            Some(protocol_error(
+                StatusCode::BAD_REQUEST,
+                "Bad request: header lines must end with CRLF.",
+            ))
+        } else {
+            check_request(&req, &shared.settings)
+        };
+        let fault = Arc::new(Fault::default());
         let fut = match rejected {
             Some(resp) => Either::Left(std::future::ready(resp)),
             None => {
                 req.headers_mut().insert(REQUEST_ID, id.clone());
                 req.extensions_mut().insert(PeerAddr(peer));
-                let limit = shared.settings.limit_request_body.min(usize::MAX as u64) as usize;
-                let req = req.map(|b| Limited::new(b, limit));
+                let s = &shared.settings;
+                let (limit, gap) = (s.limit_request_body, s.body_timeout);
+                let req = req.map(|b| RequestBody::new(b, limit, gap, fault.clone()));
                 Either::Right(self.inner.call(req))
             }
         };
@@ -182,6 +239,21 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
                     }
                 },
             };
+            // A body the client did not deliver within the limits gets the core's answer,
+            // whatever the application made of the error.
+            match fault.get() {
+                Some(FaultKind::TooLarge) => {
+                    resp = too_large(shared.settings.limit_request_body).map(Either::Left)
+                }
+                Some(FaultKind::TimedOut) => {
+                    resp = protocol_error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "Request timeout: the request body did not arrive in time.",
+                    )
+                    .map(Either::Left)
+                }
+                None => {}
+            }
             let headers = resp.headers_mut();
             headers.insert(REQUEST_ID, id.clone());
             if shared.draining() {
@@ -211,7 +283,8 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
     }
 }
 
-/// What the access log needs from the request, copied before the request moves on.
+/// What the access log needs from the request, copied (and redacted) before the request
+/// moves on.
 struct Logged {
     method: String,
     target: String,
@@ -230,26 +303,66 @@ impl Logged {
                 .get(n)
                 .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |p| p.to_string());
         Some(Logged {
             method: req.method().to_string(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
+            target: redact::target(&target).into_owned(),
             version: match req.version() {
                 Version::HTTP_10 => "HTTP/1.0",
                 Version::HTTP_11 => "HTTP/1.1",
                 _ => "HTTP",
             },
-            referer: header(REFERER),
-            user_agent: header(USER_AGENT),
+            referer: header(REFERER).map(|r| redact::target(&r).into_owned()),
+            user_agent: header(USER_AGENT).map(|u| redact::jwt(&u).into_owned()),
         })
     }
 }
 
-/// Gunicorn's limits on the request line and headers, and the body cap when the length
-/// is declared up front.
-fn check_limits(req: &Request<Incoming>, s: &Settings) -> Option<Response<Full<Bytes>>> {
+/// A 4xx/5xx the core writes about the request itself; the connection closes after it,
+/// since what follows on the wire cannot be trusted.
+fn protocol_error(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+    let mut r = json_error(status, detail);
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+fn too_large(limit: u64) -> Response<Full<Bytes>> {
+    protocol_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("Request body is too large (limit {limit} bytes)"),
+    )
+}
+
+/// The request's framing (RFC 9112) and Gunicorn's limits on the request line and headers,
+/// and the body cap when the length is declared up front.
+fn check_request(req: &Request<Incoming>, s: &Settings) -> Option<Response<Full<Bytes>>> {
+    let h = req.headers();
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one before.
+    let hosts = h.get_all(HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+        return Some(protocol_error(
+            StatusCode::BAD_REQUEST,
+            "Bad request: a request must carry exactly one Host header.",
+        ));
+    }
+    // Only `chunked` alone is a transfer coding corral decodes (Gunicorn answers the same).
+    let mut codings = h.get_all(TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        let chunked = first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked");
+        if !chunked || codings.next().is_some() {
+            return Some(protocol_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "Transfer-Encoding other than chunked is not implemented.",
+            ));
+        }
+    }
     if s.limit_request_line > 0 {
         // METHOD SP request-target SP HTTP/1.1
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
@@ -266,10 +379,10 @@ fn check_limits(req: &Request<Incoming>, s: &Settings) -> Option<Response<Full<B
             return Some(json_error(StatusCode::URI_TOO_LONG, &msg));
         }
     }
-    if req.headers().len() > s.limit_request_fields {
+    if h.len() > s.limit_request_fields {
         let msg = format!(
             "Too many header fields ({} > {})",
-            req.headers().len(),
+            h.len(),
             s.limit_request_fields
         );
         return Some(json_error(
@@ -278,8 +391,9 @@ fn check_limits(req: &Request<Incoming>, s: &Settings) -> Option<Response<Full<B
         ));
     }
     if s.limit_request_field_size > 0 {
-        for (name, value) in req.headers() {
-            let size = name.as_str().len() + 2 + value.len();
+        for (name, value) in h {
+            // Gunicorn counts the whole line: `Name: value` and its CRLF.
+            let size = name.as_str().len() + ": ".len() + value.len() + "\r\n".len();
             if size > s.limit_request_field_size {
                 let msg = format!(
                     "Header field {name} is too large ({size} > {})",
@@ -292,16 +406,11 @@ fn check_limits(req: &Request<Incoming>, s: &Settings) -> Option<Response<Full<B
             }
         }
     }
-    let declared = req
-        .headers()
+    let declared = h
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > s.limit_request_body) {
-        let msg = format!(
-            "Request body is too large (limit {} bytes)",
-            s.limit_request_body
-        );
-        return Some(json_error(StatusCode::PAYLOAD_TOO_LARGE, &msg));
+        return Some(too_large(s.limit_request_body));
     }
     None
 }

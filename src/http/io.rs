@@ -5,7 +5,10 @@
 //! a response. To tell an idle keep-alive connection (close it quietly after
 //! `--keep-alive`) from a slow client (answer `408` after `--header-timeout`), [`Conn`]
 //! records the time of the first bytes read after each response in a shared
-//! [`Activity`], which the connection's supervisor task reads. `Conn` is a plain tokio
+//! [`Activity`], which the connection's supervisor task reads. It also looks at each
+//! request head's line endings: a bare LF (not preceded by CR) is refused with 400, as
+//! Gunicorn 22+ does, because a front proxy that splits lines only on CRLF would see
+//! other headers than corral. `Conn` is a plain tokio
 //! `AsyncRead`/`AsyncWrite` wrapper; hyper-util's `TokioIo` adapts it to hyper (tokio's
 //! reads treat a short read as "drained", which saves a `recv` per request).
 
@@ -42,6 +45,10 @@ pub(crate) struct Activity {
     head_started_ms: AtomicU64,
     busy: AtomicBool,
     idle_since_ms: AtomicU64,
+    /// Responses finished: a new value means the next bytes start a new head.
+    responses: AtomicU64,
+    /// The current head had a line ending in a bare LF.
+    bare_lf: AtomicBool,
 }
 
 impl Activity {
@@ -50,19 +57,24 @@ impl Activity {
             head_started_ms: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(crate::sys::monotonic_ms()),
+            responses: AtomicU64::new(0),
+            bare_lf: AtomicBool::new(false),
         })
     }
 
-    /// The request head is complete and the request is being served.
-    pub(crate) fn mark_busy(&self) {
+    /// The request head is complete and the request is being served. Returns whether a
+    /// line of that head ended in a bare LF.
+    pub(crate) fn mark_busy(&self) -> bool {
         self.busy.store(true, Relaxed);
         self.head_started_ms.store(0, Relaxed);
+        self.bare_lf.swap(false, Relaxed)
     }
 
     /// The response is done; the connection waits for the next request.
     pub(crate) fn mark_idle(&self) {
         self.idle_since_ms
             .store(crate::sys::monotonic_ms(), Relaxed);
+        self.responses.fetch_add(1, Relaxed);
         self.busy.store(false, Relaxed);
     }
 
@@ -84,16 +96,73 @@ impl Activity {
     }
 }
 
+/// Where the line-ending check stands in the current request head.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// The head ended (an empty line): the bytes that follow are the body.
+    done: bool,
+    /// The response count when this head began.
+    responses: u64,
+    prev: u8,
+    /// Bytes on the current line, CR excluded.
+    line_len: usize,
+}
+
+impl HeadScan {
+    /// Looks at bytes of a head; true when a line ended in a bare LF.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        let mut bare = false;
+        for &b in bytes {
+            if self.done {
+                break;
+            }
+            match b {
+                b'\n' => {
+                    bare |= self.prev != b'\r';
+                    self.done = self.line_len == 0;
+                    self.line_len = 0;
+                }
+                b'\r' => {}
+                _ => self.line_len += 1,
+            }
+            self.prev = b;
+        }
+        bare
+    }
+}
+
 /// The socket of one connection, noting activity as bytes arrive.
 #[derive(Debug)]
 pub(crate) struct Conn {
     stream: Stream,
     activity: Arc<Activity>,
+    head: HeadScan,
 }
 
 impl Conn {
     pub(crate) fn new(stream: Stream, activity: Arc<Activity>) -> Conn {
-        Conn { stream, activity }
+        Conn {
+            stream,
+            activity,
+            head: HeadScan::default(),
+        }
+    }
+
+    /// Bytes just read: restart the head check after a response, then check them unless
+    /// they belong to a body.
+    fn saw(&mut self, bytes: &[u8]) {
+        let a = &self.activity;
+        a.saw_bytes();
+        let responses = a.responses.load(Relaxed);
+        if self.head.responses != responses {
+            self.head = HeadScan {
+                responses,
+                ..HeadScan::default()
+            };
+        }
+        if !a.busy.load(Relaxed) && !self.head.done && self.head.feed(bytes) {
+            a.bare_lf.store(true, Relaxed);
+        }
     }
 
     /// Writes what the socket takes without waiting, then shuts down the write side: a
@@ -129,7 +198,7 @@ impl AsyncRead for Conn {
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         };
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.saw_bytes();
+            self.saw(&buf.filled()[before..]);
         }
         polled
     }
@@ -174,5 +243,22 @@ impl AsyncWrite for Conn {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    #[test]
+    fn bare_lf_in_a_head_is_seen_and_a_body_is_not_looked_at() {
+        let mut h = HeadScan::default();
+        assert!(!h.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n{\n}"));
+        assert!(h.done);
+        let mut h = HeadScan::default();
+        assert!(!h.feed(b"GET / HTTP/1.1\r"));
+        assert!(!h.feed(b"\nHost: x\r\n"), "CR and LF split across reads");
+        let mut h = HeadScan::default();
+        assert!(h.feed(b"GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n"));
     }
 }

@@ -13,26 +13,25 @@
 //!   `Connection: close`, and the worker exits once its connections are gone.
 
 pub(crate) mod access_log;
+mod body;
 mod conn;
 mod io;
+mod redact;
 
 use crate::sys::scoreboard::{Balance, Scoreboard, State, SLOTS};
 use bytes::Bytes;
-use http_body_util::{Either, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{Either, Full};
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use io::Stream;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, error, info};
 
-/// Request bodies as applications see them: capped at `--limit-request-body`. Reading
-/// past the cap yields a [`http_body_util::LengthLimitError`], which apps answer with 413.
-pub type RequestBody = Limited<Incoming>;
+pub use body::{BodyError, RequestBody};
 /// Errors applications may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Response bodies: ours (errors) or the application's.
@@ -120,6 +119,8 @@ pub(crate) struct Settings {
     pub(crate) limit_request_fields: usize,
     pub(crate) limit_request_field_size: usize,
     pub(crate) limit_request_body: u64,
+    /// Longest gap between two reads of a request body (408 after that).
+    pub(crate) body_timeout: Duration,
     /// Requests after which the worker asks to be replaced; 0 = never.
     pub(crate) max_requests: u64,
     pub(crate) worker_connections: usize,
@@ -139,6 +140,7 @@ impl Settings {
             limit_request_fields: c.limit_request_fields as usize,
             limit_request_field_size: c.limit_request_field_size as usize,
             limit_request_body: c.limit_request_body,
+            body_timeout: Duration::from_secs(c.body_timeout.max(1)),
             max_requests: if c.max_requests == 0 {
                 0
             } else {
@@ -157,10 +159,27 @@ pub(crate) struct Shared {
     wake: OwnedFd,
     balance: Option<(Arc<Balance>, usize)>,
     draining: AtomicBool,
+    /// Flips to true when the worker starts draining: every connection closes once idle.
+    drain: watch::Sender<bool>,
+    /// At `--worker-connections`: idle keep-alive connections close to make room.
+    reclaim: Notify,
     free_slots: AtomicU32,
     connections: AtomicUsize,
     all_closed: Notify,
+    accept_errors: Mutex<AcceptErrors>,
 }
+
+/// `accept` failures (EMFILE and friends), logged at most every [`ACCEPT_ERROR_EVERY`].
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<std::time::Instant>,
+    since: u64,
+}
+
+/// How often a run of `accept` failures is logged.
+const ACCEPT_ERROR_EVERY: Duration = Duration::from_secs(10);
+/// How long a worker stops accepting after a failure (out of descriptors, say).
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 impl Shared {
     pub(crate) fn new(
@@ -177,9 +196,38 @@ impl Shared {
             wake,
             balance,
             draining: AtomicBool::new(false),
+            drain: watch::Sender::new(false),
+            reclaim: Notify::new(),
             free_slots: AtomicU32::new((1u32 << SLOTS) - 1),
             connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
+            accept_errors: Mutex::new(AcceptErrors::default()),
+        }
+    }
+
+    /// A connection's view of the drain signal.
+    fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+
+    /// Logs an `accept` failure, or counts it when one was logged recently.
+    fn accept_failed(&self, e: &std::io::Error) {
+        let mut a = self.accept_errors.lock().expect("not poisoned");
+        let now = std::time::Instant::now();
+        if a.last_logged.is_none_or(|t| now - t >= ACCEPT_ERROR_EVERY) {
+            let more = std::mem::take(&mut a.since);
+            let also = if more > 0 {
+                format!(" ({more} more since the last report)")
+            } else {
+                String::new()
+            };
+            error!(
+                "accept failed: {e}{also}; not accepting for {} s",
+                ACCEPT_PAUSE.as_secs()
+            );
+            a.last_logged = Some(now);
+        } else {
+            a.since += 1;
         }
     }
 
@@ -327,6 +375,7 @@ pub(crate) async fn serve<S: AppService>(
         return;
     }
     shared.draining.store(true, Relaxed);
+    shared.drain.send_replace(true);
     shared.board.set_state(State::Draining);
     shared.publish(shared.connections.load(Relaxed));
     debug!(
@@ -367,11 +416,18 @@ async fn accept_loop<S: AppService>(
     mut stop: watch::Receiver<Stop>,
 ) {
     loop {
-        // At the connection limit, stop accepting: the kernel queues new connections for
-        // the other workers.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = wait_stop(&mut stop) => return,
+        // At the connection limit, idle keep-alive connections make room first; until a
+        // connection closes this loop stops accepting, and the kernel queues new
+        // connections for the other workers.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared.reclaim.notify_waiters();
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    _ = wait_stop(&mut stop) => return,
+                }
+            }
         };
         shared.defer_to_siblings().await;
         let accepted = tokio::select! {
@@ -389,11 +445,16 @@ async fn accept_loop<S: AppService>(
                 });
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning; the connection stays
-                // in the backlog for another worker or a later attempt.
-                error!("accept failed: {e}");
+                // EMFILE and friends: pause instead of spinning (and flooding the log);
+                // the connection stays in the backlog for another worker or a later try,
+                // and idle keep-alive connections give back their descriptors.
+                shared.accept_failed(&e);
                 drop(permit);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                shared.reclaim.notify_waiters();
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                    _ = wait_stop(&mut stop) => return,
+                }
             }
         }
     }

@@ -319,3 +319,25 @@ fn a_hung_worker_is_reported_with_its_request_in_flight() {
     assert!(ms >= 2000, "{line}");
     c.wait_workers(1, &[worker], T);
 }
+
+/// The report of a hung worker's request never shows a secret from its target: a
+/// sensitive query value is `[redacted]` there too.
+#[test]
+fn a_hung_workers_report_redacts_secrets_in_the_target() {
+    let dir = TempDir::new("inflight-secret");
+    let c = Corral::builder()
+        .dir(dir.path())
+        .args(["-b", "127.0.0.1:0", "-w", "1", "-t", "2"])
+        .start();
+    let worker = c.wait_workers(1, &[], T)[0];
+    let mut conn = Conn::open(&c.addr);
+    conn.send_raw(b"POST /api/token/?secret=hunter2&page=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    assert_eq!(conn.read_response().unwrap().status, 100);
+    kill(worker, "STOP");
+    c.expect_log(
+        &format!("Worker (pid:{worker}) was serving POST /api/token/?secret=[redacted]&page=1 "),
+        T,
+    );
+    assert!(!c.log().contains("hunter2"), "{}", c.log());
+    c.wait_workers(1, &[worker], T);
+}

@@ -289,3 +289,32 @@ fn an_unknown_path_is_a_json_404() {
         );
     }
 }
+
+/// A client that sends a whole request and then shuts down its write side still gets its
+/// answer, and the action is done: a login over a half-closed connection (`printf … |
+/// socat`) answers its tokens, as from Gunicorn.
+#[test]
+fn a_half_closed_client_still_gets_its_answer() {
+    let a = Api::start(TestDb::sqlite(), &[], &[]);
+    let body = br#"{"username": "alice", "password": "wonderland-42"}"#;
+    let mut conn = Conn::open(&a.c.addr);
+    conn.stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    conn.send_raw(
+        &[
+            format!("POST /api/token/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            body,
+        ]
+        .concat(),
+    )
+    .unwrap();
+    conn.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = conn.read_response().expect("an answer after a half-close");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["refresh"].is_string());
+    assert_eq!(
+        a.db.scalar("SELECT COUNT(*) FROM corral_outstanding_token"),
+        1
+    );
+}

@@ -134,3 +134,23 @@ fn hello_accepts_an_integer_user_id() {
         );
     }
 }
+
+/// Two `Authorization` headers are ambiguous credentials: refused as a bad header, even
+/// when the first is valid (simplejwt behind Gunicorn sees them joined by a comma).
+#[test]
+fn two_authorization_headers_are_refused() {
+    let a = Api::start(TestDb::sqlite(), &[], &[]);
+    let (access, _) = a.login();
+    let good = format!("Bearer {access}");
+    let bad_header = json!({"detail": "Authorization header must contain two space-delimited values", "code": "bad_authorization_header"});
+    for second in ["Bearer not-a-token", good.as_str()] {
+        let r = http(
+            &a.c.addr,
+            "GET",
+            "/hello/",
+            &[("Authorization", &good), ("Authorization", second)],
+            b"",
+        );
+        expect(&r, 401, bad_header.clone(), REALM);
+    }
+}

@@ -98,11 +98,24 @@ impl Conn {
         let mut bytes = req.into_bytes();
         bytes.extend_from_slice(body);
         self.stream.write_all(&bytes)?;
-        self.read_response()
+        if method == "HEAD" {
+            self.read_head_response()
+        } else {
+            self.read_response()
+        }
+    }
+
+    /// Reads the response to a HEAD request: never a body, whatever its Content-Length.
+    pub fn read_head_response(&mut self) -> std::io::Result<Response> {
+        self.read_response_inner(true)
     }
 
     /// Reads one response (Content-Length bodies, or until close).
     pub fn read_response(&mut self) -> std::io::Result<Response> {
+        self.read_response_inner(false)
+    }
+
+    fn read_response_inner(&mut self, head_request: bool) -> std::io::Result<Response> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
@@ -128,7 +141,7 @@ impl Conn {
             .and_then(|(_, v)| v.parse::<usize>().ok());
         let body = match len {
             // Interim (1xx), 204 and 304 responses have no body.
-            _ if status < 200 || status == 204 || status == 304 => vec![],
+            _ if head_request || status < 200 || status == 204 || status == 304 => vec![],
             Some(n) => {
                 while self.buf.len() < n {
                     self.fill()?;
