@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tracing::warn;
 
 const MIN_SECRET_BYTES: usize = 32;
@@ -22,11 +22,20 @@ const MIN_SECRET_BYTES: usize = 32;
 pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     let auth = AuthConfig::of(c)?;
     rules(c, &auth)?;
-    if auth.is_hmac() {
-        Ok(())
-    } else {
-        key_files(&auth)
+    if !auth.is_hmac() {
+        return key_files(&auth);
     }
+    if auth.secret_key.is_none() {
+        // What `prepare` would load or create: it must be usable, or creatable.
+        let path = dev_key_path(c);
+        inspect(&path).map_err(|e| {
+            ConfigError::new(format!(
+                "cannot keep the development secret key in {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Parses the PEM key files of an asymmetric algorithm (errors name the key and file).
@@ -104,26 +113,71 @@ fn dev_key_path(c: &Config) -> PathBuf {
     }
 }
 
-fn load_or_create(path: &PathBuf) -> std::io::Result<(String, bool)> {
-    match std::fs::read_to_string(path) {
-        Ok(k) if k.trim().len() >= MIN_SECRET_BYTES => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                warn!(
-                    "{} is readable by other users (mode {:o}); chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                );
+/// What is at the development key's path.
+enum KeyFile {
+    /// A usable key.
+    Key(String),
+    /// Nothing: `prepare` creates it.
+    Missing,
+}
+
+/// Looks at the development key file without creating anything: a usable key, nothing,
+/// or an error that says what is wrong (a dangling link, a directory, no usable key).
+fn inspect(path: &Path) -> std::io::Result<KeyFile> {
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if dir.is_dir() {
+                nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+                    std::io::Error::other(format!(
+                        "the directory {} is not writable ({e}), so the key cannot be created; set SECRET_KEY",
+                        dir.display()
+                    ))
+                })?;
             }
-            return Ok((k.trim().to_string(), false));
+            return Ok(KeyFile::Missing);
         }
-        Ok(_) => {
+        Err(e) => return Err(e),
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && link.file_type().is_symlink() => {
             return Err(std::io::Error::other(
-                "the file exists but holds no usable key; delete it to generate a new one",
+                "it is a symbolic link to a file that does not exist; remove it, or set SECRET_KEY",
             ))
         }
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        Err(_) => {}
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        return Err(std::io::Error::other(
+            "it is a directory, not a key file; remove it, or set SECRET_KEY",
+        ));
+    }
+    let k = std::fs::read_to_string(path)?;
+    if k.trim().len() < MIN_SECRET_BYTES {
+        return Err(std::io::Error::other(
+            "the file exists but holds no usable key; delete it to generate a new one",
+        ));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        warn!(
+            "{} is readable by other users (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(KeyFile::Key(k.trim().to_string()))
+}
+
+/// The development key: the one kept at `path`, or a new one written there.
+fn load_or_create(path: &Path) -> std::io::Result<(String, bool)> {
+    if let KeyFile::Key(k) = inspect(path)? {
+        return Ok((k, false));
     }
     let mut bytes = [0u8; 48];
     getrandom(&mut bytes)?;
@@ -142,8 +196,12 @@ fn load_or_create(path: &PathBuf) -> std::io::Result<(String, bool)> {
             f.write_all(b"\n")?;
             Ok((key, true))
         }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+        // Another process created it first: use theirs (once; a second failure is a real
+        // problem, not a race).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match inspect(path)? {
+            KeyFile::Key(k) => Ok((k, false)),
+            KeyFile::Missing => Err(e),
+        },
         Err(e) => Err(e),
     }
 }

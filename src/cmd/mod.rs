@@ -131,8 +131,11 @@ fn init_cli_logging(
     }
 }
 
+/// `corral check`: everything `serve` checks before it serves, and nothing more: the
+/// configuration, the machine's files (logs, pidfile, migrations), the application's hook.
 fn check<F>(schema: &'static Schema, m: &ArgMatches, app: &App<F>) -> u8 {
     match load(schema, m).and_then(|(_, l)| {
+        crate::config::preflight::check(&l.config, false)?;
         (app.hooks.check)(&l.config)
             .map_err(|e| Halt::usage(e.to_string()))
             .map(|()| l)

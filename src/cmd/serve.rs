@@ -25,6 +25,13 @@ pub(super) fn run<F>(
             return h.code;
         }
     };
+    // Before logging and binding: a live pidfile or an unwritable log is refused before
+    // `Listening at:`, which tools wait for.
+    let upgrade = UpgradeArgs::from_matches(m);
+    if let Err(h) = crate::config::preflight::check(&loaded.config, upgrade.is_some()) {
+        eprintln!("corral: {}", h.reason);
+        return h.code;
+    }
     let c = &loaded.config;
     let settings = logging::Settings {
         level: c.log_level,
@@ -51,7 +58,7 @@ pub(super) fn run<F>(
         hooks: app.hooks,
         migrations: app.migrations,
         args: args.iter().skip(1).cloned().collect(),
-        upgrade: UpgradeArgs::from_matches(m),
+        upgrade,
     };
     match master::run(options) {
         Ok(()) => exit::OK,

@@ -18,6 +18,7 @@
 
 pub(crate) mod handoff;
 mod load;
+pub(crate) mod preflight;
 pub mod schema;
 
 use crate::logging::{LogFormat, LogLevel};

@@ -52,7 +52,7 @@ impl DevReload {
                 warn!("--reload: cannot watch {}: {e}", p.display());
             }
         }
-        if let Err(e) = binary.add(exe) {
+        if let Err(e) = binary.add_exact(exe) {
             warn!("--reload: cannot watch {}: {e}", exe.display());
         }
         info!(

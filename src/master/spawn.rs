@@ -9,7 +9,7 @@ use crate::cli::{MigrateBootArgs, WorkerArgs};
 use crate::error::Halt;
 use crate::storage::MigrateMode;
 use crate::sys::listener::Listener;
-use crate::sys::process::{self, Spawn};
+use crate::sys::process::{self, Image, Spawn};
 use crate::sys::scoreboard::{Balance, Scoreboard};
 use nix::sys::signal::Signal as Sig;
 use nix::unistd::Pid;
@@ -28,7 +28,10 @@ pub(super) const MASTER_ONLY_ENV: &[&str] = &[
 ];
 
 pub(super) struct Spawner {
+    /// The binary's path on disk: what `USR2` and `--reload` start.
     exe: PathBuf,
+    /// This process's own image: what workers and the migration runner run.
+    image: Image,
     listeners: Vec<Listener>,
     wake_read: OwnedFd,
     wake_write: OwnedFd,
@@ -38,6 +41,8 @@ pub(super) struct Spawner {
 
 impl Spawner {
     pub(super) fn new(exe: PathBuf, listeners: Vec<Listener>) -> Result<Spawner, Halt> {
+        let image = Image::current()
+            .map_err(|e| Halt::failure(format!("cannot open this executable's image: {e}")))?;
         let (wake_read, wake_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| Halt::failure(format!("cannot create the wake-up pipe: {e}")))?;
@@ -45,6 +50,7 @@ impl Spawner {
             .map_err(|e| Halt::failure(format!("cannot create the balance board: {e}")))?;
         Ok(Spawner {
             exe,
+            image,
             listeners,
             wake_read,
             wake_write,
@@ -127,11 +133,12 @@ impl Spawner {
         self.child(args.to_argv(), vec![handoff.as_raw_fd()])
     }
 
-    /// Starts this executable with `args`, passing on `inherit`; the child gets TERM if the
-    /// master dies, and none of the master's systemd variables.
+    /// Starts this process's own image with `args`, passing on `inherit`; the child gets
+    /// TERM if the master dies, and none of the master's systemd variables.
     fn child(&self, args: Vec<OsString>, inherit: Vec<RawFd>) -> Result<Pid, Halt> {
         let spec = Spawn {
-            exe: self.exe.clone(),
+            exe: self.image.path(),
+            arg0: Some(self.exe.clone().into_os_string()),
             args,
             inherit,
             env_remove: MASTER_ONLY_ENV.iter().map(|s| s.to_string()).collect(),

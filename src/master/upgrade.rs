@@ -100,6 +100,7 @@ impl Upgrade {
             .collect();
         let spec = Spawn {
             exe: exe.to_path_buf(),
+            arg0: None,
             args,
             inherit,
             env_remove,

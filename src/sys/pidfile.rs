@@ -12,21 +12,27 @@ pub struct Pidfile {
     path: PathBuf,
 }
 
+/// Fails when `path` names a live process other than this one.
+pub fn check_free(path: &Path) -> io::Result<()> {
+    if let Some(pid) = read(path) {
+        if pid.as_raw() as u32 != std::process::id() && super::process::exists(pid) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} names pid {pid}, which is still running: is corral already running?",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Pidfile {
     /// Writes this process's pid to `path`, unless a live process other than this one is
     /// named there.
     pub fn create(path: &Path) -> io::Result<Pidfile> {
-        if let Some(pid) = read(path) {
-            if pid.as_raw() as u32 != std::process::id() && super::process::exists(pid) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} names pid {pid}, which is still running: is corral already running?",
-                        path.display()
-                    ),
-                ));
-            }
-        }
+        check_free(path)?;
         write_atomically(path, std::process::id())?;
         Ok(Pidfile {
             path: path.to_path_buf(),

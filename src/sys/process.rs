@@ -20,10 +20,36 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+/// The executable image this process runs, held open from the start: children exec it
+/// through `/proc/self/fd/N`, so a worker always runs the master's own code, never
+/// whatever file is at the binary's path now (a rebuilt or broken binary put in place
+/// for a `USR2` upgrade). Only the upgrade itself execs the path on disk.
+#[derive(Debug)]
+pub struct Image {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Image {
+    /// Opens `/proc/self/exe` (close-on-exec; the exec resolves the path before the
+    /// descriptor closes).
+    pub fn current() -> io::Result<Image> {
+        let file = std::fs::File::open("/proc/self/exe")?;
+        Ok(Image { fd: file.into() })
+    }
+
+    /// The path that execs this image in a child.
+    pub fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct Spawn {
     pub exe: PathBuf,
+    /// `argv[0]` (what `ps` shows), when it is not `exe`.
+    pub arg0: Option<OsString>,
     pub args: Vec<OsString>,
     /// Descriptors the child keeps, at the same numbers (close-on-exec cleared in the child).
     pub inherit: Vec<RawFd>,
@@ -65,6 +91,9 @@ pub fn spawn(spec: &Spawn) -> Result<Pid, SpawnError> {
         return Err(SpawnError::Threads(threads));
     }
     let mut cmd = Command::new(&spec.exe);
+    if let Some(a) = &spec.arg0 {
+        cmd.arg0(a);
+    }
     cmd.args(&spec.args).stdin(Stdio::null());
     for k in &spec.env_remove {
         cmd.env_remove(k);

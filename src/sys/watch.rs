@@ -18,6 +18,8 @@ pub enum Filter {
     Any,
     /// Names starting with this (`corral.db` also matches `corral.db-wal`).
     Prefix(OsString),
+    /// This name only (a binary `corral` must not match `corral.db`).
+    Exact(OsString),
 }
 
 /// A set of watched directories.
@@ -63,6 +65,16 @@ impl Watcher {
     /// Watches `path`: the file (and its siblings sharing its name as a prefix) through
     /// its directory, or every entry when `path` is a directory.
     pub fn add(&mut self, path: &Path) -> std::io::Result<()> {
+        self.add_with(path, false)
+    }
+
+    /// Watches the file at `path` alone, through its directory (so a replaced file is
+    /// seen too).
+    pub fn add_exact(&mut self, path: &Path) -> std::io::Result<()> {
+        self.add_with(path, true)
+    }
+
+    fn add_with(&mut self, path: &Path, exact: bool) -> std::io::Result<()> {
         let (dir, filter) = if path.is_dir() {
             (path.to_path_buf(), Filter::Any)
         } else {
@@ -73,7 +85,13 @@ impl Watcher {
             let name = path.file_name().ok_or_else(|| {
                 std::io::Error::other(format!("{} has no file name", path.display()))
             })?;
-            (dir.to_path_buf(), Filter::Prefix(name.to_owned()))
+            let name = name.to_owned();
+            let filter = if exact {
+                Filter::Exact(name)
+            } else {
+                Filter::Prefix(name)
+            };
+            (dir.to_path_buf(), filter)
         };
         let wd = self.inotify.add_watch(&dir, EVENTS)?;
         self.watches.push((wd, filter));
@@ -105,7 +123,8 @@ impl Watcher {
                                     (Filter::Prefix(p), Some(n)) => {
                                         n.as_encoded_bytes().starts_with(p.as_encoded_bytes())
                                     }
-                                    (Filter::Prefix(_), None) => true,
+                                    (Filter::Exact(x), Some(n)) => n == x,
+                                    (Filter::Prefix(_) | Filter::Exact(_), None) => true,
                                 }
                         });
                         changed |= relevant;
@@ -137,6 +156,12 @@ mod tests {
         std::fs::write(dir.join("app.db-wal"), "x").unwrap();
         assert!(w.changed());
         assert!(!w.changed(), "events are drained");
+        let mut exact = Watcher::new().unwrap();
+        exact.add_exact(&db).unwrap();
+        std::fs::write(dir.join("app.db-wal"), "y").unwrap();
+        assert!(!exact.changed(), "an exact watch ignores its siblings");
+        std::fs::write(&db, "y").unwrap();
+        assert!(exact.changed());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -331,3 +331,47 @@ fn the_custom_service_example_is_served_without_the_jwt_app() {
         "`user` is not a command of the custom service"
     );
 }
+
+/// `check` fails wherever `serve` would: a log or pidfile in a directory that does not
+/// exist, a missing migrations directory, a pidfile naming a live process; with the
+/// code `serve` exits with, and `serve` refuses before `Listening at:`.
+#[test]
+fn check_refuses_what_serve_would_refuse() {
+    let dir = TempDir::new("preflight");
+    let live = dir.join("live.pid");
+    std::fs::write(&live, format!("{}\n", std::process::id())).unwrap();
+    for (args, code, says) in [
+        (
+            vec!["--error-logfile", "/nonexistent-dir/e.log"],
+            1,
+            "`error_logfile`",
+        ),
+        (
+            vec!["--access-logfile", "/nonexistent-dir/a.log"],
+            1,
+            "`access_logfile`",
+        ),
+        (vec!["--pid", "/nonexistent-dir/c.pid"], 1, "`pid`"),
+        (vec!["--pid", live.to_str().unwrap()], 1, "still running"),
+        (
+            vec!["--migrations-dir", "/nonexistent-dir/migrations"],
+            4,
+            "`database.migrations_dir`",
+        ),
+    ] {
+        let mut check = vec!["check"];
+        check.extend(&args);
+        let out = run(dir.path(), &check, &[]);
+        assert_eq!(out.code, Some(code), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{args:?}: {out:?}");
+        let mut serve = vec!["serve", "-b", "127.0.0.1:0"];
+        serve.extend(&args);
+        let out = run(dir.path(), &serve, &[]);
+        assert_eq!(out.code, Some(code), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{args:?}: {out:?}");
+        assert!(
+            !out.stderr.contains("Listening at:"),
+            "refused before binding: {out:?}"
+        );
+    }
+}

@@ -438,3 +438,84 @@ fn heroku_logs_have_no_timestamp() {
         "{line}"
     );
 }
+
+/// Workers run the master's own image: with a binary that cannot boot put in place (as
+/// before a USR2), a worker killed with SIGKILL is replaced by one that still serves, and
+/// a HUP's new generation boots too. Only USR2 would pick up the new file.
+#[test]
+fn workers_run_the_masters_image_not_the_file_on_disk() {
+    let dir = TempDir::new("image");
+    let exe = dir.join("corral-copy");
+    std::fs::copy(BIN, &exe).unwrap();
+    let c = Corral::plain(1).exe(&exe).dir(dir.path()).start();
+    let first = c.wait_workers(1, &[], T);
+    let broken = dir.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\necho 'cannot start' >&2\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &exe).unwrap();
+    kill(first[0], "KILL");
+    let second = c.wait_workers(1, &first, T);
+    eventually(T, "the replacement to serve", || {
+        (c.get("/healthz").status == 200).then_some(())
+    });
+    let mark = c.mark();
+    c.signal("HUP");
+    c.expect_log_after(mark, "reload complete", T);
+    c.wait_workers(1, &second, T);
+    assert_eq!(c.get("/healthz").status, 200);
+    assert!(!c.log().contains("cannot start"), "{}", c.log());
+}
+
+/// `--reload` watches the binary itself, not every file whose name starts with it: a
+/// binary `corral` beside `corral.db` is not re-executed when a login writes the database.
+#[test]
+fn reload_does_not_mistake_the_database_for_the_binary() {
+    let dir = TempDir::new("reload-bin");
+    let exe = dir.join("corral");
+    std::fs::copy(BIN, &exe).unwrap();
+    let env = [("SECRET_KEY", crate::api::SECRET)];
+    let mut cmd = base_command(&exe, dir.path());
+    let out = cmd.args(["migrate", "apply"]).envs(env).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut cmd = base_command(&exe, dir.path());
+    let mut child = cmd
+        .args(["user", "create", "alice", "--password-stdin"])
+        .envs(env)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alice-password-1")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let extra = dir.join("extra.txt");
+    std::fs::write(&extra, "1").unwrap();
+    let c = Corral::plain(1)
+        .exe(&exe)
+        .dir(dir.path())
+        .args(["--reload", "--reload-extra-file", extra.to_str().unwrap()])
+        .env("SECRET_KEY", crate::api::SECRET)
+        .start();
+    for _ in 0..3 {
+        let r = post_json(
+            &c.addr,
+            "/api/token/",
+            &serde_json::json!({"username": "alice", "password": "alice-password-1"}),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let mark = c.mark();
+    std::fs::write(&extra, "2").unwrap();
+    c.expect_log_after(mark, "Reload: watched files changed", T);
+    c.expect_log_after(mark, "reload complete", T);
+    assert!(
+        !c.log().contains("the binary changed"),
+        "re-executed without a change to the binary:\n{}",
+        c.log()
+    );
+}

@@ -135,3 +135,35 @@ fn no_secret_password_or_token_reaches_a_log() {
         assert!(!logs.contains(secret), "{secret:?} leaked into the logs");
     }
 }
+
+/// A development key file that is a dangling symbolic link, a directory or empty stops
+/// `serve` with exit 2 and a message that says what is wrong (a dangling link used to
+/// overflow the stack, exit 134), and `check` says the same instead of "OK".
+#[test]
+fn a_broken_development_key_file_is_refused_by_serve_and_check() {
+    for (what, make) in [
+        (
+            "symbolic link",
+            (|p: &std::path::Path| std::os::unix::fs::symlink("/nonexistent/key", p).unwrap())
+                as fn(&std::path::Path),
+        ),
+        ("directory", |p| std::fs::create_dir(p).unwrap()),
+        ("no usable key", |p| std::fs::write(p, "").unwrap()),
+    ] {
+        let dir = TempDir::new("badkey");
+        make(&dir.join("corral.db.secret"));
+        let out = run(
+            dir.path(),
+            &["serve", "-b", "127.0.0.1:0", "--migrate", "off"],
+            &[],
+        );
+        assert_eq!(out.code, Some(2), "{what}: {out:?}");
+        assert!(
+            out.stderr.contains("corral.db.secret") && out.stderr.contains(what),
+            "{what}: {out:?}"
+        );
+        let check = run(dir.path(), &["check"], &[]);
+        assert_eq!(check.code, Some(2), "{what}: {check:?}");
+        assert!(check.stderr.contains(what), "{what}: {check:?}");
+    }
+}
