@@ -73,6 +73,12 @@ fn scan(dir: &Path) -> BTreeMap<i64, File> {
             "{}: version {v} has a down file but no up file",
             dir.display()
         );
+        // Versions from 10000 up belong to a project's own --migrations-dir.
+        assert!(
+            (1..10_000).contains(v),
+            "{}: built-in migration versions are 1 to 9999, not {v}",
+            dir.display()
+        );
     }
     out
 }

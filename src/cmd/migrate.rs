@@ -235,6 +235,7 @@ async fn show_status(t: &Target) -> Result<Out, MigrateError> {
 
 async fn plan(t: &Target, to: Option<i64>) -> Result<Out, MigrateError> {
     let (entries, known) = status::read_entries(t).await?;
+    migrate::run::check_target(&known, to)?;
     let todo: Vec<&migrate::Migration> = known
         .iter()
         .filter(|m| {
@@ -417,19 +418,35 @@ fn sql(t: &Target, version: i64, down: bool) -> Result<Out, MigrateError> {
 }
 
 fn new(c: &Config, t: &Target, name: &str, no_transaction: bool) -> Result<Out, MigrateError> {
-    let dir = c.database.migrations_dir.clone().unwrap_or_else(|| {
-        // In a checkout of the application, next to its built-in migrations (the next
-        // build embeds the new ones); elsewhere, ./migrations.
-        match t.embedded.source_dir.map(PathBuf::from) {
-            Some(src) if src.is_dir() => src,
-            _ => PathBuf::from("migrations"),
-        }
-    });
-    let made = authoring::new_stubs(&dir, name, no_transaction)?;
-    let text = made
+    // In a checkout of the application, next to its built-in migrations (the next build
+    // embeds the new ones, numbered on); elsewhere a project's own folder, --migrations-dir
+    // or ./migrations, numbered by time so they cannot collide with the built-in ones.
+    let checkout = t
+        .embedded
+        .source_dir
+        .map(PathBuf::from)
+        .filter(|src| src.is_dir() && c.database.migrations_dir.is_none());
+    let (dir, numbering) = match checkout {
+        Some(src) => (src, authoring::Numbering::Next),
+        None => (
+            c.database
+                .migrations_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("migrations")),
+            authoring::Numbering::ByTime,
+        ),
+    };
+    let made = authoring::new_stubs(&dir, name, no_transaction, numbering)?;
+    let mut text: String = made
         .iter()
         .map(|p| format!("Created {}\n", p.display()))
         .collect();
+    if numbering == authoring::Numbering::ByTime && c.database.migrations_dir.is_none() {
+        text.push_str(&format!(
+            "Apply it with `--migrations-dir {}` (or `database.migrations_dir` in corral.toml); the built-in migrations always apply too.\n",
+            dir.display()
+        ));
+    }
     Ok(Out::ok(
         text,
         json!({"created": made.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()}),

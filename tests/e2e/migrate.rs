@@ -47,8 +47,8 @@ fn fresh_boot_applies_all_then_nothing() {
 fn concurrent_boots_apply_each_migration_once() {
     // A slow second migration widens the window in which the others must wait.
     let slow = migrations_dir(&[
-        ("0002_slow.up.sql", "CREATE TABLE slow_done (x INT);\nSELECT pg_sleep(1);\n", "CREATE TABLE slow_done (x INT);\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT COUNT(*) FROM c;\n"),
-        ("0003_after.up.sql", "CREATE TABLE after_slow (x INT);\n", "CREATE TABLE after_slow (x INT);\n"),
+        ("10002_slow.up.sql", "CREATE TABLE slow_done (x INT);\nSELECT pg_sleep(1);\n", "CREATE TABLE slow_done (x INT);\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT COUNT(*) FROM c;\n"),
+        ("10003_after.up.sql", "CREATE TABLE after_slow (x INT);\n", "CREATE TABLE after_slow (x INT);\n"),
     ]);
     let mdir = slow.path().to_str().unwrap().to_string();
     for db in TestDb::each("concurrent_boots_apply_each_migration_once") {
@@ -84,7 +84,7 @@ fn concurrent_boots_apply_each_migration_once() {
             let out = h.join().unwrap();
             assert_eq!(out.code, Some(0), "{out:?}");
         }
-        for v in 1..=3 {
+        for v in [1, 10002, 10003] {
             assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM corral_migrations WHERE version = {v} AND state = 'applied'")), 1);
         }
         assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 3);
@@ -101,7 +101,7 @@ fn concurrent_boots_apply_each_migration_once() {
 #[test]
 fn a_failing_migration_stops_the_boot_with_exit_4() {
     let bad = migrations_dir(&[(
-        "0002_bad.up.sql",
+        "10002_bad.up.sql",
         "CREATE TABLE will_vanish (x INT);\nINSERT INTO no_such_table VALUES (1);\n",
         "CREATE TABLE will_vanish (x INT);\nINSERT INTO no_such_table VALUES (1);\n",
     )]);
@@ -111,7 +111,7 @@ fn a_failing_migration_stops_the_boot_with_exit_4() {
             .start();
         let status = c.wait_exit(T).expect("master exits");
         assert_eq!(status.code(), Some(4), "{}", c.log());
-        let line = c.expect_log("migration 0002_bad failed", T);
+        let line = c.expect_log("migration 10002_bad failed", T);
         assert!(
             line.contains("INSERT INTO no_such_table VALUES (1)"),
             "{line}"
@@ -124,7 +124,7 @@ fn a_failing_migration_stops_the_boot_with_exit_4() {
         assert_eq!(c.stderr.count("Booting worker"), 0);
         assert!(!db.has_table("will_vanish"));
         assert_eq!(
-            db.scalar("SELECT COUNT(*) FROM corral_migrations WHERE version = 2"),
+            db.scalar("SELECT COUNT(*) FROM corral_migrations WHERE version = 10002"),
             0
         );
         assert_eq!(
@@ -137,27 +137,23 @@ fn a_failing_migration_stops_the_boot_with_exit_4() {
 /// An applied migration edited afterwards stops the next boot with the drift message.
 #[test]
 fn an_edited_migration_is_refused_as_drift() {
+    let text = "CREATE TABLE mine (x INT);\n";
     for db in TestDb::each("an_edited_migration_is_refused_as_drift") {
-        let dir = migrations_dir(&[]);
+        let dir = migrations_dir(&[("10001_mine.up.sql", text, text)]);
         let mdir = dir.path().to_str().unwrap().to_string();
         drop(serve(&db, &["--migrations-dir", &mdir]).start());
         for d in ["postgres", "sqlite"] {
-            let f = dir.join(d).join("0001_initial.up.sql");
-            let text = std::fs::read_to_string(&f).unwrap();
-            std::fs::write(&f, text + "\n-- an innocent-looking edit\n").unwrap();
+            let f = dir.join(d).join("10001_mine.up.sql");
+            std::fs::write(&f, format!("{text}\n-- an innocent-looking edit\n")).unwrap();
         }
         let mut c = serve(&db, &["--migrations-dir", &mdir]).no_wait().start();
         assert_eq!(c.wait_exit(T).and_then(|s| s.code()), Some(4));
         let line = c.expect_log("was changed after it was applied", T);
-        assert!(line.contains("0001_initial"), "{line}");
+        assert!(line.contains("10001_mine"), "{line}");
         // A CRLF checkout of the same text is not drift.
         for d in ["postgres", "sqlite"] {
-            let f = dir.join(d).join("0001_initial.up.sql");
-            std::fs::write(
-                &f,
-                shipped_migration(d, "0001_initial.up.sql").replace('\n', "\r\n"),
-            )
-            .unwrap();
+            let f = dir.join(d).join("10001_mine.up.sql");
+            std::fs::write(&f, text.replace('\n', "\r\n")).unwrap();
         }
         let out = migrate(dir.path(), &db, &["check", "--migrations-dir", &mdir]);
         assert_eq!(out.code, Some(0), "{out:?}");
@@ -221,12 +217,12 @@ fn status_json_and_exit_codes() {
         // blocks until resolved.
         let half = "-- no-transaction\nCREATE TABLE half_done (x INT);\nINSERT INTO no_such_table VALUES (1);\n";
         for d in ["postgres", "sqlite"] {
-            std::fs::write(dir.join(d).join("0002_half.up.sql"), half).unwrap();
+            std::fs::write(dir.join(d).join("10002_half.up.sql"), half).unwrap();
         }
         let f = m(&["apply"]);
         assert_eq!(f.code, Some(5), "{f:?}");
         assert!(
-            f.stderr.contains("corral migrate resolve 2 --applied")
+            f.stderr.contains("corral migrate resolve 10002 --applied")
                 && f.stderr.contains("--rolled-back"),
             "{}",
             f.stderr
@@ -240,23 +236,23 @@ fn status_json_and_exit_codes() {
         // Fix by hand, resolve as rolled back, fix the file, apply.
         for d in ["postgres", "sqlite"] {
             std::fs::write(
-                dir.join(d).join("0002_half.up.sql"),
+                dir.join(d).join("10002_half.up.sql"),
                 "-- no-transaction\nCREATE TABLE IF NOT EXISTS half_done (x INT);\n",
             )
             .unwrap();
         }
-        assert_eq!(m(&["resolve", "2", "--rolled-back"]).code, Some(0));
+        assert_eq!(m(&["resolve", "10002", "--rolled-back"]).code, Some(0));
         assert_eq!(m(&["apply"]).code, Some(0));
         assert_eq!(m(&["check"]).code, Some(0));
 
         // 3: drift, and an applied version this binary does not know.
         for d in ["postgres", "sqlite"] {
-            std::fs::remove_file(dir.join(d).join("0002_half.up.sql")).unwrap();
+            std::fs::remove_file(dir.join(d).join("10002_half.up.sql")).unwrap();
         }
         let c = m(&["check", "--json"]);
         assert_eq!(c.code, Some(3), "{c:?}");
         let v: serde_json::Value = serde_json::from_str(&c.stdout).unwrap();
-        assert_eq!(v["drifted"][0], "0002_half");
+        assert_eq!(v["drifted"][0], "10002_half");
         let a = m(&["apply"]);
         assert_eq!(a.code, Some(3));
         assert!(a.stderr.contains("unknown to this binary"), "{}", a.stderr);
@@ -391,7 +387,7 @@ fn lock_timeout_exits_4_and_names_the_holder() {
 fn revert_sql_new_and_plan() {
     let db = TestDb::sqlite();
     let dir = migrations_dir(&[(
-        "0002_extra.up.sql",
+        "10002_extra.up.sql",
         "CREATE TABLE extra (x INT);",
         "CREATE TABLE extra (x INT);",
     )]);
@@ -404,7 +400,7 @@ fn revert_sql_new_and_plan() {
     let plan = m(&["plan"]);
     assert!(
         plan.stdout.contains("apply 0001_initial (one transaction)")
-            && plan.stdout.contains("apply 0002_extra"),
+            && plan.stdout.contains("apply 10002_extra"),
         "{plan:?}"
     );
     assert_eq!(m(&["apply"]).code, Some(0));
@@ -413,17 +409,21 @@ fn revert_sql_new_and_plan() {
     assert!(
         refused
             .stderr
-            .contains("0002_extra: it has no down file; nothing was reverted"),
+            .contains("10002_extra: it has no down file; nothing was reverted"),
         "{}",
         refused.stderr
     );
     for d in ["postgres", "sqlite"] {
-        std::fs::write(dir.join(d).join("0002_extra.down.sql"), "DROP TABLE extra;").unwrap();
+        std::fs::write(
+            dir.join(d).join("10002_extra.down.sql"),
+            "DROP TABLE extra;",
+        )
+        .unwrap();
     }
     let r = m(&["revert", "--to", "0"]);
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(
-        r.stdout.find("Reverted 0002_extra").unwrap()
+        r.stdout.find("Reverted 10002_extra").unwrap()
             < r.stdout.find("Reverted 0001_initial").unwrap()
     );
     assert!(!db.has_table("corral_user"));
@@ -451,16 +451,228 @@ fn revert_sql_new_and_plan() {
         &[],
     );
     assert_eq!(out.code, Some(0), "{out:?}");
+    // A project's migrations are numbered by UTC time (YYYYMMDDHHMMSS): never below
+    // 10000, so they cannot collide with the built-in 0001_initial.
+    let stamp = |out: &Output, name: &str| -> i64 {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{out:?}"));
+        let file = line.rsplit('/').next().unwrap();
+        let v = file.split('_').next().unwrap();
+        assert_eq!(v.len(), 14, "{line}");
+        v.parse().unwrap()
+    };
+    let first = stamp(&out, "add_email_index");
     for f in [
-        "migs/postgres/0001_add_email_index.up.sql",
-        "migs/sqlite/0001_add_email_index.down.sql",
+        format!("migs/postgres/{first}_add_email_index.up.sql"),
+        format!("migs/sqlite/{first}_add_email_index.down.sql"),
     ] {
-        assert!(fresh.join(f).exists(), "{f}");
+        assert!(fresh.join(&f).exists(), "{f}");
     }
     let again = run(
         fresh.path(),
         &["migrate", "new", "second", "--migrations-dir", "migs"],
         &[],
     );
-    assert!(again.stdout.contains("0002_second"), "{again:?}");
+    assert!(stamp(&again, "second") > first, "{again:?}");
+}
+
+/// A project's `--migrations-dir` adds to the application's built-in migrations instead
+/// of replacing them: both apply, in version order.
+#[test]
+fn a_project_directory_adds_to_the_builtin_migrations() {
+    let sql = "CREATE TABLE project_extra (x INT);\n";
+    let dir = TempDir::new("additive");
+    for d in ["postgres", "sqlite"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+        std::fs::write(dir.join(d).join("20260101120000_extra.up.sql"), sql).unwrap();
+    }
+    let mdir = dir.path().to_str().unwrap().to_string();
+    for db in TestDb::each("a_project_directory_adds_to_the_builtin_migrations") {
+        let c = serve(&db, &["--migrations-dir", &mdir]).start();
+        c.expect_log(
+            "Database is up to date: 2 migrations applied (2 just now)",
+            T,
+        );
+        assert!(db.has_table("corral_user") && db.has_table("project_extra"));
+        let s = migrate(
+            dir.path(),
+            &db,
+            &["status", "--json", "--migrations-dir", &mdir],
+        );
+        let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+        let versions: Vec<i64> = v["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["version"].as_i64().unwrap())
+            .collect();
+        assert_eq!(versions, [1, 20260101120000]);
+        assert_eq!(v["counts"]["applied"], 2);
+    }
+}
+
+/// A project migration numbered into the application's range is refused with what is
+/// wrong and how to fix it (it used to replace the built-in one and be blamed as drift).
+#[test]
+fn a_project_migration_in_the_builtin_range_is_refused_saying_why() {
+    let db = TestDb::sqlite();
+    let dir = TempDir::new("collide");
+    for (file, sql) in [
+        ("0001_mine.up.sql", "SELECT 1;"),
+        ("0002_mine.up.sql", "SELECT 2;"),
+    ] {
+        std::fs::create_dir_all(dir.join("sqlite")).unwrap();
+        for f in std::fs::read_dir(dir.join("sqlite")).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        std::fs::write(dir.join("sqlite").join(file), sql).unwrap();
+        let mdir = dir.path().to_str().unwrap();
+        let out = migrate(dir.path(), &db, &["apply", "--migrations-dir", mdir]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr.contains("belong") && out.stderr.contains("from 10000 up"),
+            "{out:?}"
+        );
+        assert!(
+            !out.stderr.contains("drift") && !out.stderr.contains("changed after"),
+            "{out:?}"
+        );
+    }
+}
+
+/// `migrate new` outside a checkout of corral writes to ./migrations with a time-based
+/// version, so the new migration applies beside the built-in 0001_initial instead of
+/// colliding with it.
+#[test]
+fn migrate_new_outside_a_checkout_cannot_collide() {
+    let db = TestDb::sqlite();
+    let dir = TempDir::new("newproj");
+    let out = migrate(dir.path(), &db, &["new", "add_things"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("--migrations-dir migrations"),
+        "{out:?}"
+    );
+    for d in ["postgres", "sqlite"] {
+        let files: Vec<_> = std::fs::read_dir(dir.join("migrations").join(d))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        for f in files
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with(".up.sql"))
+        {
+            std::fs::write(f, "CREATE TABLE things (x INT);\n").unwrap();
+        }
+        for f in files
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with(".down.sql"))
+        {
+            std::fs::write(f, "DROP TABLE things;\n").unwrap();
+        }
+    }
+    let out = migrate(
+        dir.path(),
+        &db,
+        &["apply", "--migrations-dir", "migrations"],
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("Applied 0001_initial") && out.stdout.contains("_add_things"),
+        "{out:?}"
+    );
+    assert!(db.has_table("corral_user") && db.has_table("things"));
+}
+
+/// A down file may opt out of the transaction too (`DROP INDEX CONCURRENTLY`); it is
+/// recorded as running until it has run, as an up file would be.
+#[test]
+fn a_down_file_can_opt_out_of_the_transaction() {
+    for db in TestDb::each("a_down_file_can_opt_out_of_the_transaction") {
+        let dir = TempDir::new("downtx");
+        let (up, down) = if db.is_pg() {
+            (
+                "-- no-transaction\nCREATE INDEX CONCURRENTLY corral_user_email ON corral_user (email);\n",
+                "-- no-transaction\nDROP INDEX CONCURRENTLY corral_user_email;\n",
+            )
+        } else {
+            (
+                "-- no-transaction\nCREATE INDEX corral_user_email ON corral_user (email);\n",
+                "-- no-transaction\nDROP INDEX corral_user_email;\n",
+            )
+        };
+        let sub = dir.join(if db.is_pg() { "postgres" } else { "sqlite" });
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("10001_email_index.up.sql"), up).unwrap();
+        std::fs::write(sub.join("10001_email_index.down.sql"), down).unwrap();
+        let mdir = dir.path().to_str().unwrap();
+        let m = |args: &[&str]| {
+            let mut a = args.to_vec();
+            a.extend(["--migrations-dir", mdir]);
+            migrate(dir.path(), &db, &a)
+        };
+        assert_eq!(m(&["apply"]).code, Some(0));
+        let sql = m(&["sql", "10001", "--down"]);
+        assert!(
+            sql.stdout.contains("no transaction") && !sql.stdout.contains("BEGIN"),
+            "{sql:?}"
+        );
+        let r = m(&["revert"]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert!(r.stdout.contains("Reverted 10001_email_index"), "{r:?}");
+        assert_eq!(
+            db.scalar("SELECT COUNT(*) FROM corral_migrations WHERE version = 10001"),
+            0
+        );
+        assert_eq!(m(&["check"]).code, Some(2), "pending again");
+    }
+}
+
+/// Looking creates nothing: `migrate status`, `check` and `lock status` on a SQLite
+/// database that does not exist yet report it (all pending; the lock free) without
+/// creating the database file or the lock file.
+#[test]
+fn looking_at_migrations_creates_no_file() {
+    let dir = TempDir::new("nofile");
+    let db = dir.join("never.db");
+    let env = [("DATABASE_URL", format!("sqlite://{}", db.display()))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = run(dir.path(), &["migrate", "status", "--json"], &env);
+    assert_eq!(s.code, Some(0), "{s:?}");
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert_eq!(v["migrations"][0]["state"], "pending");
+    assert_eq!(run(dir.path(), &["migrate", "check"], &env).code, Some(2));
+    let l = run(dir.path(), &["migrate", "lock", "status"], &env);
+    assert_eq!(l.code, Some(0), "{l:?}");
+    assert!(l.stdout.contains("free"), "{l:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "files were created: {left:?}");
+}
+
+/// `--to` must name a known version: `plan --to 99` (or `apply --to 99`) is an error that
+/// lists the known ones, not a silent "apply everything up to 99".
+#[test]
+fn an_unknown_to_version_is_an_error() {
+    let db = TestDb::sqlite();
+    let dir = TempDir::new("to99");
+    for cmd in ["plan", "apply"] {
+        let out = migrate(dir.path(), &db, &[cmd, "--to", "99"]);
+        assert_eq!(out.code, Some(1), "{cmd}: {out:?}");
+        assert!(
+            out.stderr
+                .contains("no migration has version 99 (known: 0001_initial)"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        migrate(dir.path(), &db, &["check"]).code,
+        Some(2),
+        "nothing was applied"
+    );
 }

@@ -21,7 +21,11 @@ pub fn script(m: &Migration, dialect: Dialect, down: bool) -> Result<String, Mig
         Dialect::Postgres => "BEGIN;",
         Dialect::Sqlite => "BEGIN IMMEDIATE;",
     };
-    let tx = !m.no_transaction || down;
+    let tx = if down {
+        !m.down_no_transaction
+    } else {
+        !m.no_transaction
+    };
     let mut out = format!(
         "-- corral migrate {verb} {} ({}, {})\n",
         m.label(),
@@ -37,7 +41,12 @@ pub fn script(m: &Migration, dialect: Dialect, down: bool) -> Result<String, Mig
         out.push_str(begin);
         out.push('\n');
     }
-    if !tx {
+    if !tx && down {
+        out.push_str(&format!(
+            "UPDATE {TABLE} SET state = 'running', error = 'reverting' WHERE version = {};\n",
+            m.version
+        ));
+    } else if !tx {
         out.push_str(&format!(
             "INSERT INTO {TABLE} (version, name, checksum, state, started_at, applied_by) VALUES ({}, '{}', '{}', 'running', $now, $host_pid);\n",
             m.version, m.name, m.checksum
@@ -67,10 +76,22 @@ pub fn script(m: &Migration, dialect: Dialect, down: bool) -> Result<String, Mig
 }
 
 /// Creates up and down stubs for both dialects with the next free version.
+/// How `new_stubs` numbers a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Numbering {
+    /// The next free version, as wide as the folder's (the application's own folder).
+    Next,
+    /// The UTC time, `YYYYMMDDHHMMSS` (a project's folder): never below 10000, so it
+    /// cannot collide with the application's built-in migrations, nor with another
+    /// developer's migration written at another second.
+    ByTime,
+}
+
 pub fn new_stubs(
     dir: &Path,
     name: &str,
     no_transaction: bool,
+    numbering: Numbering,
 ) -> Result<Vec<PathBuf>, MigrateError> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(MigrateError::Other(format!(
@@ -99,6 +120,14 @@ pub fn new_stubs(
                 width = width.max(w);
             }
         }
+    }
+    if numbering == Numbering::ByTime {
+        let (y, mo, d, h, mi, sec) = crate::logging::civil(crate::storage::now_secs());
+        let stamp = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{sec:02}")
+            .parse::<i64>()
+            .expect("digits");
+        next = next.max(stamp);
+        width = 14;
     }
     let mut made = vec![];
     for d in [Dialect::Postgres, Dialect::Sqlite] {

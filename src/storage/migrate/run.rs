@@ -69,13 +69,24 @@ impl Session {
         &mut self,
         to: Option<i64>,
     ) -> Result<Vec<(Migration, Duration)>, MigrateError> {
+        check_target(&self.known, to)?;
         let entries = self.entries().await?;
         guard(&entries, &self.known)?;
-        let newest_applied = entries
-            .iter()
-            .filter(|e| e.state == State::Applied)
-            .map(|e| e.version)
-            .max();
+        // The newest applied migration of each origin: a built-in migration added by an
+        // upgrade after a project's own (numbered from 10000) is not out of order.
+        let newest_applied = |builtin: bool| {
+            entries
+                .iter()
+                .filter(|e| e.state == State::Applied)
+                .filter(|e| {
+                    self.known
+                        .iter()
+                        .any(|m| m.version == e.version && m.builtin == builtin)
+                })
+                .map(|e| e.version)
+                .max()
+        };
+        let newest = (newest_applied(true), newest_applied(false));
         let pending: Vec<Migration> = self
             .known
             .iter()
@@ -89,7 +100,8 @@ impl Session {
             .collect();
         let mut done = vec![];
         for m in pending {
-            if newest_applied.is_some_and(|n| m.version < n) {
+            let newest_of_its_kind = if m.builtin { newest.0 } else { newest.1 };
+            if newest_of_its_kind.is_some_and(|n| m.version < n) {
                 warn!(
                     "Applying {} out of order: a later migration is already applied",
                     m.label()
@@ -209,9 +221,14 @@ impl Session {
     }
 
     /// Reverts applied migrations newer than `to` (default: only the newest), newest
-    /// first, each with its down file and its history row in one transaction. Refuses
-    /// before doing anything if one of them has no down file.
+    /// first, each with its down file and its history row in one transaction (or, for a
+    /// down file marked `-- no-transaction`, statement by statement, recorded as running
+    /// until done, like such an up file). Refuses before doing anything if one of them
+    /// has no down file.
     pub async fn revert(&mut self, to: Option<i64>) -> Result<Vec<Migration>, MigrateError> {
+        if to != Some(0) {
+            check_target(&self.known, to)?;
+        }
         let entries = self.entries().await?;
         guard(&entries, &self.known)?;
         let mut applied: Vec<&Entry> = entries
@@ -245,6 +262,11 @@ impl Session {
         }
         for m in &migrations {
             let down = m.down.as_deref().expect("checked above");
+            if m.down_no_transaction {
+                self.revert_outside_a_transaction(m, down).await?;
+                info!(version = m.version, "Reverted migration {}", m.label());
+                continue;
+            }
             let fail = |s: Option<&str>, e: String| MigrateError::Failed {
                 version: m.version,
                 name: m.name.clone(),
@@ -273,6 +295,48 @@ impl Session {
             info!(version = m.version, "Reverted migration {}", m.label());
         }
         Ok(migrations)
+    }
+
+    /// A `-- no-transaction` down file: the history row says `running` while its
+    /// statements commit one by one, `failed` if one fails (everything then stops until
+    /// `resolve`, as for an up file), and goes once all have run.
+    async fn revert_outside_a_transaction(
+        &mut self,
+        m: &Migration,
+        down: &str,
+    ) -> Result<(), MigrateError> {
+        let fail = |s: Option<&str>, e: String, recorded: bool| MigrateError::Failed {
+            version: m.version,
+            name: m.name.clone(),
+            statement: s.map(String::from),
+            error: format!("revert: {e}"),
+            recorded,
+        };
+        self.conn
+            .set_state(m.version, "running", None, None, Some("reverting"), None)
+            .await
+            .map_err(|e| fail(None, format!("recording it in {TABLE}: {e}"), false))?;
+        for s in split::split(down) {
+            if let Err(e) = self.conn.exec(&s).await {
+                let msg = e.to_string();
+                let _ = self
+                    .conn
+                    .set_state(
+                        m.version,
+                        "failed",
+                        Some(&timestamp()),
+                        None,
+                        Some(&format!("revert at `{}`: {msg}", one_line(&s, 160))),
+                        None,
+                    )
+                    .await;
+                return Err(fail(Some(&s), msg, true));
+            }
+        }
+        self.conn
+            .forget(m.version)
+            .await
+            .map_err(|e| fail(None, format!("recording it in {TABLE}: {e}"), true))
     }
 
     /// Settles a failed or interrupted migration after a manual fix.
@@ -315,6 +379,21 @@ impl Session {
                 .map_err(db_err("updating the history"))?;
             Ok(format!("Forgot {l}; the next `apply` runs it again"))
         }
+    }
+}
+
+/// `--to V` must name a migration this binary knows (0, for `revert`, means "all").
+pub(crate) fn check_target(known: &[Migration], to: Option<i64>) -> Result<(), MigrateError> {
+    match to {
+        Some(v) if !known.iter().any(|m| m.version == v) => Err(MigrateError::Other(format!(
+            "--to {v}: no migration has version {v} (known: {})",
+            known
+                .iter()
+                .map(Migration::label)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        _ => Ok(()),
     }
 }
 
