@@ -28,8 +28,9 @@ pub(crate) fn config_args(schema: &'static Schema, set: FlagSet) -> Vec<Arg> {
         .short('c')
         .long("config")
         .value_name("FILE")
-        .help("Configuration file (TOML); ./corral.toml is read when present")
+        .help("Configuration file (TOML); ./corral.toml is read when present [env: CORRAL_CONFIG]")
         .global(true)];
+    let defaults = schema.defaults_table();
     for key in schema.keys() {
         let Some(flag) = key.flag else { continue };
         let wanted = match set {
@@ -42,7 +43,7 @@ pub(crate) fn config_args(schema: &'static Schema, set: FlagSet) -> Vec<Arg> {
         // On `migrate` and the app's commands the flags may follow the sub-subcommand.
         let mut arg = Arg::new(key.path)
             .long(flag)
-            .help(key.help)
+            .help(help_line(key, &defaults))
             .global(set == FlagSet::Data);
         if let Some(s) = key.short {
             arg = arg.short(s);
@@ -66,6 +67,35 @@ pub(crate) fn config_args(schema: &'static Schema, set: FlagSet) -> Vec<Arg> {
         out.push(arg);
     }
     out
+}
+
+/// A flag's help: the key's text, its default and the environment variables that set it.
+fn help_line(key: &Key, defaults: &toml::Table) -> String {
+    let value = match key.path.split_once('.') {
+        Some((section, name)) => defaults.get(section).and_then(|t| t.get(name)),
+        None => defaults.get(key.path),
+    };
+    let shown = match value {
+        _ if key.secret => None,
+        Some(toml::Value::String(s)) => Some(key.redact.map_or_else(|| s.clone(), |r| r(s))),
+        Some(toml::Value::Array(a)) if a.is_empty() => None,
+        Some(toml::Value::Array(a)) => Some(
+            a.iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Some(v) => Some(v.to_string()),
+        None => None,
+    };
+    let mut env: Vec<String> = vec![key.env_name()];
+    env.extend(key.platform_env.iter().map(|s| s.to_string()));
+    let mut help = key.help.to_string();
+    if let Some(d) = shown {
+        help.push_str(&format!(" [default: {d}]"));
+    }
+    help.push_str(&format!(" [env: {}]", env.join(", ")));
+    help
 }
 
 /// The flags given on the command line, as raw strings per key.
@@ -157,7 +187,7 @@ pub(crate) fn command(schema: &'static Schema, app: impl IntoIterator<Item = Com
         )
         .subcommand(
             Command::new("check")
-                .about("Validate the configuration and exit (0 ok, 2 invalid)")
+                .about("Check what serve checks before serving, and exit (0 ok, else the code serve would stop with)")
                 .args(config_args(schema, FlagSet::All)),
         )
         .subcommand(

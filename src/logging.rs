@@ -163,7 +163,8 @@ pub(crate) fn init(s: &Settings) -> io::Result<Handle> {
     let level = s.level.tracing();
     let style = if s.format == LogFormat::Json {
         Style::Json
-    } else if sink.is_terminal() {
+    } else if sink.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) {
+        // no-color.org: a non-empty NO_COLOR turns colours off.
         Style::Terminal
     } else if std::env::var_os("DYNO").is_some() {
         Style::Heroku
@@ -316,6 +317,12 @@ fn push_escaped(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// `1 worker`, `3 workers`: a count and its noun, for log lines.
+pub(crate) fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Civil date from a Unix time (UTC), Howard Hinnant's algorithm.

@@ -1,12 +1,15 @@
-//! `corral user …`: create, passwd, deactivate, list, import-django.
+//! `corral user …`: create, passwd, activate, deactivate, delete, list, import-django.
 //!
-//! Exit codes: 0 done, 1 failed (no such user, user exists, database error), 2 usage or
-//! configuration error. Passwords come from a terminal prompt (echo off, asked twice) or,
-//! with `--password-stdin`, from the first line of standard input; they are never echoed
-//! or logged.
+//! Exit codes: 0 done, 1 failed (no such user, user exists, a database error or a write
+//! that did not commit), 2 usage, configuration or input refused (a username or password
+//! Django's validators refuse). Passwords come from a terminal prompt (echo off, asked
+//! twice) or, with `--password-stdin`, from the first line of standard input; they are
+//! never echoed or logged.
 
 use super::auth::password;
+use super::settings::AuthConfig;
 use super::users::{self, DjangoUser};
+use super::validate;
 use crate::config::Config;
 use crate::error::exit;
 use crate::service;
@@ -35,19 +38,35 @@ fn user_command() -> clap::Command {
         .subcommand_required(true)
         .subcommand(
             Command::new("create")
-                .about("Create a user")
+                .about("Create a user (Django's username rules and default password validators apply)")
                 .arg(name())
                 .arg(stdin())
                 .arg(Arg::new("inactive").long("inactive").action(ArgAction::SetTrue).help("Create it inactive")),
         )
         .subcommand(Command::new("passwd").about("Set a user's password").arg(name()).arg(stdin()))
+        .subcommand(Command::new("activate").about("Activate a user (it can log in again)").arg(name()))
         .subcommand(Command::new("deactivate").about("Deactivate a user (logins and tokens stop working)").arg(name()))
+        .subcommand(Command::new("delete").about("Delete a user (its tokens stop working)").arg(name()))
         .subcommand(Command::new("list").about("List users").arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Machine-readable output")))
         .subcommand(
             Command::new("import-django")
                 .about("Import users from `manage.py dumpdata auth.user` JSON, keeping ids and password hashes")
                 .arg(Arg::new("file").required(true).help("JSON file ('-' for standard input)")),
         )
+}
+
+/// Why a `user` command did nothing.
+enum CliError {
+    /// Exit 1: the command could not be done.
+    Failed(String),
+    /// Exit 2: the input was refused.
+    Invalid(String),
+}
+
+impl From<String> for CliError {
+    fn from(s: String) -> CliError {
+        CliError::Failed(s)
+    }
 }
 
 /// Runs a `user` subcommand (the core has loaded the configuration and set up logging).
@@ -68,26 +87,53 @@ fn run(config: &Config, m: &ArgMatches) -> u8 {
             print!("{msg}");
             exit::OK
         }
-        Err(e) => {
+        Err(CliError::Failed(e)) => {
             eprintln!("corral: {e}");
             exit::FAILURE
+        }
+        Err(CliError::Invalid(e)) => {
+            eprintln!("corral: {e}");
+            exit::USAGE
         }
     }
 }
 
-async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String, String> {
+/// Refuses input that Django's validators refuse, with all of their reasons.
+fn refused(what: &str, reasons: Vec<String>) -> Result<(), CliError> {
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Invalid(format!(
+        "{what} refused; nothing was changed: {}",
+        reasons.join(" ")
+    )))
+}
+
+async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String, CliError> {
     if let Some(path) = config.database.url.sqlite_path().filter(|p| !p.exists()) {
-        return Err(format!(
+        return Err(CliError::Failed(format!(
             "the database file {} does not exist; create it with `corral migrate apply`",
             path.display()
-        ));
+        )));
     }
-    let db = Db::open_lazy(&config.database).map_err(|e| e.to_string())?;
     let username = || sub.get_one::<String>("username").expect("required").clone();
-    let result = match name {
-        "create" => {
+    // Input is checked before the database is touched.
+    let pw = match name {
+        "create" | "passwd" => {
             let user = username();
+            if name == "create" {
+                refused("the username is", validate::username(&user))?;
+            }
             let pw = new_password(sub.get_flag("password-stdin"))?;
+            refused("the password is", validate::password(&pw, &user))?;
+            Some(pw)
+        }
+        _ => None,
+    };
+    let db = Db::open_lazy(&config.database).map_err(|e| e.to_string())?;
+    let result = match (name, pw) {
+        ("create", Some(pw)) => {
+            let user = username();
             let id = users::create(&db, &user, &password::hash(&pw), !sub.get_flag("inactive"))
                 .await
                 .map_err(explain)?;
@@ -100,27 +146,38 @@ async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String
                 }
             ))
         }
-        "passwd" => {
+        ("passwd", Some(pw)) => {
             let user = username();
-            let pw = new_password(sub.get_flag("password-stdin"))?;
             match users::set_password(&db, &user, &password::hash(&pw))
                 .await
                 .map_err(explain)?
             {
                 true => Ok(format!("Password of {user:?} changed\n")),
-                false => Err(format!("no user named {user:?}")),
+                false => Err(CliError::Failed(format!("no user named {user:?}"))),
             }
         }
-        "deactivate" => {
+        ("activate" | "deactivate", _) => {
             let user = username();
-            match users::deactivate(&db, &user).await.map_err(explain)? {
+            let active = name == "activate";
+            match users::set_active(&db, &user, active)
+                .await
+                .map_err(explain)?
+            {
+                true if active => Ok(format!("Activated {user:?}: it can log in again\n")),
                 true => Ok(format!(
                     "Deactivated {user:?}: it can no longer log in or use its tokens\n"
                 )),
-                false => Err(format!("no user named {user:?}")),
+                false => Err(CliError::Failed(format!("no user named {user:?}"))),
             }
         }
-        "list" => {
+        ("delete", _) => {
+            let user = username();
+            match users::delete(&db, &user).await.map_err(explain)? {
+                true => Ok(format!("Deleted {user:?}: its tokens no longer work\n")),
+                false => Err(CliError::Failed(format!("no user named {user:?}"))),
+            }
+        }
+        ("list", _) => {
             let list = users::list(&db).await.map_err(explain)?;
             if sub.get_flag("json") {
                 Ok(serde_json::to_string_pretty(&list).expect("serialisable") + "\n")
@@ -142,8 +199,15 @@ async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String
                 Ok(out)
             }
         }
-        "import-django" => import(&db, sub.get_one::<String>("file").expect("required")).await,
-        other => Err(format!("unknown user command {other}")),
+        ("import-django", _) => {
+            let max = AuthConfig::of(config)
+                .map_err(|e| e.to_string())?
+                .max_pbkdf2_iterations;
+            import(&db, sub.get_one::<String>("file").expect("required"), max)
+                .await
+                .map_err(CliError::Failed)
+        }
+        (other, _) => Err(CliError::Failed(format!("unknown user command {other}"))),
     };
     db.close().await;
     result
@@ -158,7 +222,7 @@ fn explain(e: StorageError) -> String {
     }
 }
 
-fn new_password(from_stdin: bool) -> Result<String, String> {
+fn new_password(from_stdin: bool) -> Result<String, CliError> {
     let pw = if from_stdin {
         let mut s = String::new();
         std::io::stdin()
@@ -171,18 +235,22 @@ fn new_password(from_stdin: bool) -> Result<String, String> {
         let again = crate::sys::read_password("Password (again): ")
             .map_err(|e| format!("cannot prompt for a password ({e})"))?;
         if first != again {
-            return Err("the passwords did not match; nothing was changed".into());
+            return Err(CliError::Invalid(
+                "the passwords did not match; nothing was changed".into(),
+            ));
         }
         first
     };
     if pw.trim().is_empty() {
-        return Err("the password is empty; nothing was changed".into());
+        return Err(CliError::Invalid(
+            "the password is empty; nothing was changed".into(),
+        ));
     }
     Ok(pw)
 }
 
 /// Imports `manage.py dumpdata auth.user` output, keeping ids and password hashes.
-async fn import(db: &Db, file: &str) -> Result<String, String> {
+async fn import(db: &Db, file: &str, max_pbkdf2_iterations: u64) -> Result<String, String> {
     let text = if file == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -194,7 +262,7 @@ async fn import(db: &Db, file: &str) -> Result<String, String> {
     };
     let rows: Vec<Value> =
         serde_json::from_str(&text).map_err(|e| format!("{file}: not dumpdata JSON: {e}"))?;
-    let (mut added, mut skipped) = (0, 0);
+    let (mut added, mut skipped, mut notes) = (0, 0, String::new());
     for (i, row) in rows.iter().enumerate() {
         if row
             .get("model")
@@ -219,12 +287,31 @@ async fn import(db: &Db, file: &str) -> Result<String, String> {
             serde_json::from_value(fields).map_err(|e| format!("{file}: entry {i}: {e}"))?;
         if users::import(db, &user).await.map_err(explain)? {
             added += 1;
+            if let Some(n) =
+                pbkdf2_iterations(&user.password).filter(|n| *n > max_pbkdf2_iterations)
+            {
+                notes.push_str(&format!(
+                    "Warning: {:?} (id {}) has a PBKDF2 hash of {n} iterations, above auth.max_pbkdf2_iterations ({max_pbkdf2_iterations}): it cannot log in until that is raised or its password is reset\n",
+                    user.username, user.id
+                ));
+            }
         } else {
             skipped += 1;
+            notes.push_str(&format!(
+                "Skipped {:?} (id {}): a user with this id or username already exists\n",
+                user.username, user.id
+            ));
         }
     }
     users::sync_id_sequence(db).await.map_err(explain)?;
     Ok(format!(
-        "Imported {added} users ({skipped} skipped: their id or username already exists)\n"
+        "{notes}Imported {added} users ({skipped} skipped)\n"
     ))
+}
+
+/// The iteration count of a Django `pbkdf2_sha256$…` hash.
+fn pbkdf2_iterations(hash: &str) -> Option<u64> {
+    let mut parts = hash.split('$');
+    (parts.next()? == "pbkdf2_sha256").then_some(())?;
+    parts.next()?.parse().ok()
 }

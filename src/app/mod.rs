@@ -32,6 +32,7 @@ mod settings;
 mod tokens;
 mod user_check;
 mod users;
+mod validate;
 mod views;
 
 use crate::http::RequestBody;

@@ -119,8 +119,23 @@ pub(super) async fn upgrade_hash(
     Ok(())
 }
 
-pub(super) async fn deactivate(db: &Db, username: &str) -> Result<bool, StorageError> {
-    const SQL: &str = "UPDATE corral_user SET is_active = FALSE WHERE username = $1";
+/// Activates or deactivates a user; `false` when there is no such user.
+pub(super) async fn set_active(
+    db: &Db,
+    username: &str,
+    active: bool,
+) -> Result<bool, StorageError> {
+    const SQL: &str = "UPDATE corral_user SET is_active = $2 WHERE username = $1";
+    Ok(
+        on_db!(db, p => sqlx::query(SQL).bind(username).bind(active).execute(p).await.map(|r| r.rows_affected()))?
+            == 1,
+    )
+}
+
+/// Deletes a user; `false` when there is no such user. Its refresh tokens stay recorded
+/// (their `user_id` set to NULL) and are refused, as its access tokens are.
+pub(super) async fn delete(db: &Db, username: &str) -> Result<bool, StorageError> {
+    const SQL: &str = "DELETE FROM corral_user WHERE username = $1";
     Ok(
         on_db!(db, p => sqlx::query(SQL).bind(username).execute(p).await.map(|r| r.rows_affected()))?
             == 1,
@@ -136,9 +151,20 @@ pub(super) async fn touch_last_login(db: &Db, id: i64) -> Result<(), StorageErro
     Ok(())
 }
 
+/// Every user, times in one ISO 8601 form on both databases (`2026-12-01T22:13:10.123Z`).
 pub(super) async fn list(db: &Db) -> Result<Vec<Listed>, StorageError> {
-    const SQL: &str = "SELECT id, username, is_active, is_staff, is_superuser, email,
-        CAST(date_joined AS TEXT), CAST(last_login AS TEXT), password FROM corral_user ORDER BY id";
+    let iso = |col: &str| match db.dialect() {
+        Dialect::Postgres => {
+            format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+        }
+        Dialect::Sqlite => format!("COALESCE(strftime('%Y-%m-%dT%H:%M:%fZ', {col}), {col})"),
+    };
+    let sql = format!(
+        "SELECT id, username, is_active, is_staff, is_superuser, email,
+        {}, {}, password FROM corral_user ORDER BY id",
+        iso("date_joined"),
+        iso("last_login")
+    );
     type Row = (
         i64,
         String,
@@ -150,7 +176,8 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Listed>, StorageError> {
         Option<String>,
         String,
     );
-    let rows: Vec<Row> = on_db!(db, p => sqlx::query_as(SQL).fetch_all(p).await)?;
+    let rows: Vec<Row> =
+        on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(p).await)?;
     Ok(rows
         .into_iter()
         .map(
@@ -173,7 +200,13 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Listed>, StorageError> {
                 email,
                 date_joined,
                 last_login,
-                hasher: password.split('$').next().unwrap_or("").to_string(),
+                // Django's unusable passwords start with `!` (no `$`): say so, rather
+                // than print a random-looking string in the hasher column.
+                hasher: if password.starts_with('!') {
+                    "unusable".to_string()
+                } else {
+                    password.split('$').next().unwrap_or("").to_string()
+                },
             },
         )
         .collect())

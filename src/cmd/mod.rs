@@ -63,14 +63,9 @@ where
                 return ExitCode::SUCCESS;
             }
             Err(e) => {
-                let rendered = e.to_string();
-                let first = rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid usage")
-                    .trim_start_matches("error: ");
-                eprintln!("corral: {first} (see --help)");
-                return ExitCode::from(usage_exit(args.get(1)));
+                let code = usage_exit(args.get(1));
+                report_usage_error(&e, &args, code);
+                return ExitCode::from(code);
             }
         };
         let app = self.app;
@@ -87,6 +82,29 @@ where
             None => exit::USAGE,
         };
         ExitCode::from(code)
+    }
+}
+
+/// Prints a usage error whole (what is wrong, the usage line, where help is), with
+/// `corral:` in place of clap's `error:`; as `{"error": …}` when `--json` was asked for.
+fn report_usage_error(e: &clap::Error, args: &[OsString], code: u8) {
+    let rendered = e.to_string();
+    if args.iter().any(|a| a == "--json") {
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or("invalid usage")
+            .trim_start_matches("error: ");
+        let doc =
+            serde_json::json!({"error": {"kind": "usage", "message": message, "exit_code": code}});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serialisable")
+        );
+    }
+    match rendered.strip_prefix("error: ") {
+        Some(rest) => eprint!("corral: {rest}"),
+        None => eprint!("{rendered}"),
     }
 }
 

@@ -186,8 +186,8 @@ pub(crate) static KEYS: &[Key] = &[
             Some('b'),
             "bind",
             Kind::List,
-            "Address to listen on: HOST:PORT, [IPv6]:PORT or unix:PATH; repeat for several. \
-             Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set",
+            "Address to listen on: HOST:PORT, [IPv6]:PORT or unix:PATH; repeat for several; \
+             0.0.0.0:$PORT when PORT is set",
         )
     },
     Key {
@@ -197,7 +197,7 @@ pub(crate) static KEYS: &[Key] = &[
             Some('w'),
             "workers",
             Kind::Int { min: 1, max: 4096 },
-            "Number of worker processes. Default $WEB_CONCURRENCY, else the number of CPUs",
+            "Number of worker processes; $WEB_CONCURRENCY when set, else the number of CPUs",
         )
     },
     flag("timeout", Some('t'), "timeout", SECS, "Seconds without a heartbeat before a worker is aborted (SIGABRT, then SIGKILL); also bounds its boot. 0 disables"),
@@ -209,9 +209,9 @@ pub(crate) static KEYS: &[Key] = &[
     flag("max_requests_jitter", None, "max-requests-jitter", BIG, "Random 0..=J requests added to --max-requests for each worker"),
     flag("limit_request_line", None, "limit-request-line", Kind::Int { min: 0, max: 65_535 }, "Largest request line in bytes (414 above); 0 = hyper's own limit"),
     flag("limit_request_fields", None, "limit-request-fields", Kind::Int { min: 1, max: 32_768 }, "Most header fields per request (431 above)"),
-    flag("limit_request_field_size", None, "limit-request-field-size", Kind::Int { min: 0, max: 65_535 }, "Largest header field, name and value, in bytes (431 above); 0 = hyper's own limit"),
+    flag("limit_request_field_size", None, "limit-request-field-size", Kind::Int { min: 0, max: 65_535 }, "Longest header field line in bytes, `Name: value` and its CRLF as Gunicorn counts it (431 above); 0 = hyper's own limit"),
     flag("limit_request_body", None, "limit-request-body", BIG, "Largest request body in bytes (413 above)"),
-    flag("worker_connections", None, "worker-connections", Kind::Int { min: 1, max: 1_000_000 }, "Most simultaneous connections per worker"),
+    flag("worker_connections", None, "worker-connections", Kind::Int { min: 1, max: 1_000_000 }, "Most simultaneous connections per worker; at the limit, idle keep-alive connections close to make room"),
     flag("backlog", None, "backlog", Kind::Int { min: 1, max: 65_535 }, "Listen backlog of each socket"),
     flag("pid", Some('p'), "pid", Kind::Path, "Pidfile: written after binding, removed at exit"),
     flag("access_logfile", None, "access-logfile", Kind::Str, "Access log file, in Gunicorn's format ('-' = stdout); off when unset"),

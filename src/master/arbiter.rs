@@ -23,7 +23,7 @@ use super::upgrade::Upgrade;
 use super::workers::{Worker, Workers};
 use crate::config::{Layers, Loaded};
 use crate::error::{exit, Halt};
-use crate::logging;
+use crate::logging::{self, count};
 use crate::service::Hooks;
 use crate::storage::MigrateMode;
 use crate::sys::pidfile::Pidfile;
@@ -206,13 +206,14 @@ impl Arbiter {
 
     /// TTOU: one worker fewer (never below one); the oldest retires.
     fn handle_ttou(&mut self) {
-        if self.num_workers > 1 {
-            self.num_workers -= 1;
-            info!(
-                workers = self.num_workers,
-                "Decreasing workers to {}", self.num_workers
-            );
+        if self.num_workers == 1 {
+            return warn!("Ignoring TTOU: already at one worker, the fewest there can be");
         }
+        self.num_workers -= 1;
+        info!(
+            workers = self.num_workers,
+            "Decreasing workers to {}", self.num_workers
+        );
     }
 
     /// USR1: reopen log files, here and in every worker.
@@ -395,7 +396,8 @@ impl Arbiter {
             info!(
                 generation = gen,
                 workers = ready,
-                "Generation {gen} ready ({ready} workers)"
+                "Generation {gen} ready ({})",
+                count(ready as u64, "worker")
             );
             self.upgrade.announce_ready();
             self.systemd.notify("READY=1");
@@ -407,7 +409,8 @@ impl Arbiter {
                 generation = gen,
                 workers = ready,
                 elapsed_ms = ms,
-                "Generation {gen} ready ({ready} workers); reload complete in {ms} ms"
+                "Generation {gen} ready ({}); reload complete in {ms} ms",
+                count(ready as u64, "worker")
             );
             self.systemd.notify("READY=1");
         }
@@ -492,7 +495,9 @@ impl Arbiter {
         let gen = self.generations.number();
         info!(
             generation = gen,
-            workers, "Starting generation {gen} ({workers} workers)"
+            workers,
+            "Starting generation {gen} ({})",
+            count(workers, "worker")
         );
     }
 

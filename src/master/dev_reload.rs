@@ -55,15 +55,19 @@ impl DevReload {
         if let Err(e) = binary.add_exact(exe) {
             warn!("--reload: cannot watch {}: {e}", exe.display());
         }
-        info!(
-            "Reloading on changes to {} and the binary {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            exe.display()
-        );
+        if paths.is_empty() {
+            info!("Reloading when the binary {} changes", exe.display());
+        } else {
+            info!(
+                "Reloading on changes to {} and the binary {}",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                exe.display()
+            );
+        }
         Some(DevReload {
             files,
             binary,

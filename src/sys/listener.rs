@@ -48,10 +48,19 @@ impl BindAddr {
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(BindAddr::Tcp(addr));
         }
-        let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(bad(format!(
+        let expected = || {
+            bad(format!(
                 "{s:?}: expected HOST:PORT, [IPv6]:PORT or unix:PATH"
+            ))
+        };
+        if s.starts_with('[') && (s.ends_with(']') || !s.contains("]:")) {
+            // `[::1]`: an IPv6 address without a port (its colons are not the port's).
+            return Err(bad(format!(
+                "{s:?}: an IPv6 address needs a port: [IPv6]:PORT"
             )));
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(expected());
         };
         let port: u16 = port
             .parse()
@@ -262,6 +271,10 @@ mod tests {
         );
         assert!(BindAddr::parse("localhost:80").is_ok());
         assert!(BindAddr::parse("nonsense").is_err());
+        assert_eq!(
+            BindAddr::parse("[::1]").unwrap_err().to_string(),
+            "\"[::1]\": an IPv6 address needs a port: [IPv6]:PORT"
+        );
         assert!(BindAddr::parse("1.2.3.4:99999").is_err());
         let back: String = BindAddr::parse("[::1]:80").unwrap().into();
         assert_eq!(back, "[::1]:80");

@@ -4,6 +4,7 @@
 mod support; // the server as a process, a raw HTTP client, per-test databases
 
 mod api; // the JWT app: simplejwt parity, tokens, attacks, keys, rotation, outages, users, secrets
+mod cli; // usage errors, help, the words of log lines
 mod config; // flags, env, file, `check`, `config`, binds, pidfile
 mod faults; // a full disk, a read-only or deleted database file, an unopenable path
 mod http; // limits, timeouts, request ids, access log

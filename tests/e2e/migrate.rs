@@ -78,7 +78,7 @@ fn concurrent_boots_apply_each_migration_once() {
             })
             .collect();
         for s in &servers {
-            s.expect_log("Generation 1 ready (1 workers)", T);
+            s.expect_log("Generation 1 ready (1 worker)", T);
         }
         for h in cli {
             let out = h.join().unwrap();

@@ -40,7 +40,7 @@ fn obtain_refuses_wrong_unknown_and_inactive_users_alike() {
         expect(
             &a.post(
                 "/api/token/",
-                json!({"username": "bob", "password": "x-pass"}),
+                json!({"username": "bob", "password": "x-pass-bob"}),
             ),
             401,
             no_account,

@@ -26,7 +26,7 @@ pub const SECRET: &str = "corral-test-secret-key-0123456789abcdef-0123456789";
 pub(crate) const REALM: Option<&str> = Some("Bearer realm=\"api\"");
 
 /// A running app with users `alice` (id 1, password `wonderland-42`) and `bob` (id 2,
-/// inactive, password `x-pass`).
+/// inactive, password `x-pass-bob`).
 pub struct Api {
     pub c: Corral,
     pub db: TestDb,
@@ -42,7 +42,7 @@ impl Api {
         assert_eq!(out.code, Some(0), "{out:?}");
         for (name, pw, extra) in [
             ("alice", "wonderland-42", None),
-            ("bob", "x-pass", Some("--inactive")),
+            ("bob", "x-pass-bob", Some("--inactive")),
         ] {
             let mut a = vec!["user", "create", name, "--password-stdin"];
             a.extend(extra);

@@ -3,14 +3,15 @@
 
 use super::*;
 
-/// `user create` refuses an existing name, an empty password, and asking for a password
-/// without a terminal (it points to `--password-stdin`).
+/// `user create` refuses an existing name (exit 1), an empty password (input refused,
+/// exit 2), and asking for a password without a terminal (it points to
+/// `--password-stdin`).
 #[test]
 fn user_create_refuses_a_duplicate_an_empty_password_and_no_tty() {
     let a = Api::start(TestDb::sqlite(), &[], &[]);
     let dup = a.cli(
         &["user", "create", "alice", "--password-stdin"],
-        Some("whatever"),
+        Some("whatever-1234"),
     );
     assert_eq!(dup.code, Some(1));
     assert!(
@@ -19,7 +20,7 @@ fn user_create_refuses_a_duplicate_an_empty_password_and_no_tty() {
         dup.stderr
     );
     let empty = a.cli(&["user", "create", "carol", "--password-stdin"], Some("\n"));
-    assert_eq!(empty.code, Some(1));
+    assert_eq!(empty.code, Some(2));
     let no_tty = a.cli(&["user", "create", "carol"], None);
     assert_eq!(no_tty.code, Some(1));
     assert!(
@@ -59,8 +60,11 @@ fn user_passwd_replaces_the_password() {
         200
     );
     assert_eq!(
-        a.cli(&["user", "passwd", "nobody", "--password-stdin"], Some("x"))
-            .code,
+        a.cli(
+            &["user", "passwd", "nobody", "--password-stdin"],
+            Some("a-good-password-9")
+        )
+        .code,
         Some(1)
     );
 }
@@ -160,4 +164,134 @@ fn django_users_import_and_log_in_with_their_pbkdf2_hashes() {
         .unwrap();
     assert_eq!(u["id"], 42, "ids are kept");
     assert_eq!(u["hasher"], "argon2", "re-hashed to argon2id on login");
+}
+
+/// Usernames follow Django's `UnicodeUsernameValidator` and its 150 characters, and
+/// passwords Django's default validators (8 characters, not only digits, not like the
+/// username): each refusal says why, exits 2 and creates nothing.
+#[test]
+fn user_create_applies_djangos_username_and_password_rules() {
+    let a = Api::start(TestDb::sqlite(), &[], &[]);
+    let long = "u".repeat(151);
+    for (name, pw, says) in [
+        ("", "good-password-1", "This field cannot be blank."),
+        ("with space", "good-password-1", "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters."),
+        (long.as_str(), "good-password-1", "Ensure this value has at most 150 characters (it has 151)."),
+        ("dave", "x", "This password is too short. It must contain at least 8 characters."),
+        ("dave", "1234567890", "This password is entirely numeric."),
+        ("margaret", "Margaret-1", "The password is too similar to the username."),
+    ] {
+        let out = a.cli(&["user", "create", name, "--password-stdin"], Some(pw));
+        assert_eq!(out.code, Some(2), "{name:?} {pw:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{name:?} {pw:?}: {out:?}");
+        assert!(out.stderr.contains("nothing was changed"), "{out:?}");
+    }
+    assert_eq!(
+        a.db.scalar("SELECT COUNT(*) FROM corral_user"),
+        2,
+        "nothing was created"
+    );
+    let out = a.cli(
+        &["user", "create", "élodie.b+1@x", "--password-stdin"],
+        Some("good-password-1"),
+    );
+    assert_eq!(
+        out.code,
+        Some(0),
+        "Django's Unicode usernames are fine: {out:?}"
+    );
+    let out = a.cli(
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some("short"),
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(
+        a.post(
+            "/api/token/",
+            json!({"username": "alice", "password": "wonderland-42"})
+        )
+        .status,
+        200,
+        "the old password still works"
+    );
+}
+
+/// `user activate` lets a deactivated user log in again; `user delete` removes a user and
+/// its tokens stop working; both fail (exit 1) for an unknown name.
+#[test]
+fn user_activate_and_delete() {
+    let a = Api::start(TestDb::sqlite(), &[], &[]);
+    let bob = || {
+        a.post(
+            "/api/token/",
+            json!({"username": "bob", "password": "x-pass-bob"}),
+        )
+    };
+    assert_eq!(bob().status, 401);
+    let out = a.cli(&["user", "activate", "bob"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(bob().status, 200);
+    let (access, _) = a.login();
+    let out = a.cli(&["user", "delete", "alice"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(a.hello(&format!("Bearer {access}")).status, 401);
+    assert_eq!(
+        a.db.scalar("SELECT COUNT(*) FROM corral_user WHERE username = 'alice'"),
+        0
+    );
+    for cmd in ["activate", "delete"] {
+        assert_eq!(a.cli(&["user", cmd, "nobody"], None).code, Some(1), "{cmd}");
+    }
+}
+
+/// `import-django` names every user it skips, and warns about a hash that demands more
+/// PBKDF2 iterations than `auth.max_pbkdf2_iterations` allows.
+#[test]
+fn import_django_names_skipped_users_and_costly_hashes() {
+    let a = Api::start(TestDb::sqlite(), &[], &[]);
+    let row = |pk: i64, name: &str, hash: &str| {
+        json!({"model": "auth.user", "pk": pk, "fields": {
+            "password": hash, "last_login": null, "is_superuser": false, "username": name,
+            "first_name": "", "last_name": "", "email": "", "is_staff": false,
+            "is_active": true, "date_joined": "2024-05-01T12:00:00Z"}})
+    };
+    let dump = json!([
+        row(1, "alice", "pbkdf2_sha256$600000$salt$abc="),
+        row(50, "ernest", "pbkdf2_sha256$5000000$salt$abc="),
+        row(51, "fay", "!unusable-password"),
+    ]);
+    let file = a.dir.join("dump.json");
+    std::fs::write(&file, dump.to_string()).unwrap();
+    let out = a.cli(&["user", "import-django", file.to_str().unwrap()], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("Skipped \"alice\" (id 1)"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("\"ernest\" (id 50) has a PBKDF2 hash of 5000000 iterations"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("Imported 2 users (1 skipped)"),
+        "{out:?}"
+    );
+    let list = a.cli(&["user", "list"], None);
+    let fay = list.stdout.lines().find(|l| l.contains("fay")).unwrap();
+    assert!(fay.contains("unusable"), "{fay}");
+}
+
+/// `user list` writes times in one ISO 8601 form on SQLite and on PostgreSQL.
+#[test]
+fn user_list_dates_are_iso_8601_on_both_databases() {
+    for db in TestDb::each("user_list_dates_are_iso_8601_on_both_databases") {
+        let a = Api::start(db, &[], &[]);
+        let out = a.cli(&["user", "list", "--json"], None);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let joined = v[0]["date_joined"].as_str().unwrap();
+        // 2026-12-01T22:13:10.123Z
+        assert_eq!(joined.len(), 24, "{joined}");
+        assert!(
+            joined.as_bytes()[10] == b'T' && joined.ends_with('Z') && joined.as_bytes()[19] == b'.',
+            "{joined}"
+        );
+    }
 }
