@@ -29,6 +29,7 @@ mod reply;
 mod routes;
 mod secret;
 mod settings;
+mod timing;
 mod tokens;
 mod user_check;
 mod users;
@@ -82,6 +83,8 @@ struct State {
     auth: AuthConfig,
     hasher: password::Pool,
     users: UserCheck,
+    /// The floor of a failed login's response time.
+    login_timing: timing::LoginTiming,
     /// `Bearer realm="api"`, with the first configured scheme.
     www_authenticate: HeaderValue,
 }
@@ -108,6 +111,7 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
         tokens,
         hasher,
         users: UserCheck::new(c.database.url.sqlite_path()),
+        login_timing: timing::LoginTiming::new(),
         www_authenticate,
         auth,
     })))

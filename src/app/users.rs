@@ -63,6 +63,18 @@ pub(super) async fn by_username(db: &Db, username: &str) -> Result<Option<User>,
     }))
 }
 
+/// The highest iteration count of the stored Django PBKDF2 hashes that a login would
+/// really compute (at most `max`: a costlier one is refused without computing it).
+pub(super) async fn strongest_pbkdf2(db: &Db, max: u64) -> Result<Option<u64>, StorageError> {
+    const SQL: &str = "SELECT password FROM corral_user WHERE password LIKE 'pbkdf2_sha256$%'";
+    let hashes: Vec<String> = on_db!(db, p => sqlx::query_scalar(SQL).fetch_all(p).await)?;
+    Ok(hashes
+        .iter()
+        .filter_map(|h| super::auth::password::pbkdf2_iterations(h))
+        .filter(|n| *n <= max)
+        .max())
+}
+
 /// `Some(is_active)` when the user exists.
 pub(super) async fn active_by_id(db: &Db, id: i64) -> Result<Option<bool>, StorageError> {
     const SQL: &str = "SELECT is_active FROM corral_user WHERE id = $1";

@@ -27,21 +27,34 @@ async fn fields<const N: usize>(
     Ok(values.try_into().expect("one value per field"))
 }
 
-/// `POST /api/token/`: username + password → refresh + access.
+/// `POST /api/token/`: username + password → refresh + access. A failed login takes the
+/// same time whatever the reason (see `timing`).
 pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+    let started = std::time::Instant::now();
+    let result = obtain_checked(&s, req).await;
+    if matches!(result, Err(ApiError::NoActiveAccount)) {
+        let max = s.auth.max_pbkdf2_iterations;
+        s.login_timing.pad(started, &s.db, &s.hasher, max).await;
+    }
+    result
+}
+
+async fn obtain_checked(s: &Arc<State>, req: Request<RequestBody>) -> ViewResult {
     let [username, password] = fields(req, ["username", "password"]).await?;
     let Some(user) = users::by_username(&s.db, &username).await? else {
-        // Same cost as a wrong password, so timing does not reveal which names exist.
+        // A real check's work, then the floor (as for every failure).
         s.hasher.run(move || password::burn(&password)).await;
         return Err(ApiError::NoActiveAccount);
     };
     let (stored, max) = (user.password.clone(), s.auth.max_pbkdf2_iterations);
     let pw = password.clone();
+    let t = std::time::Instant::now();
     let check = s
         .hasher
         .run(move || password::check(&pw, &stored, max))
         .await
         .unwrap_or(password::Check::NoMatch);
+    s.login_timing.observe(t.elapsed());
     let rehash = match check {
         password::Check::Match { rehash } if user.is_active || !s.auth.check_user_is_active => {
             rehash

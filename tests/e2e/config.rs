@@ -381,3 +381,26 @@ fn check_refuses_what_serve_would_refuse() {
         );
     }
 }
+
+/// The test suite's own variables are not configuration: exported in a shell, as the
+/// README suggests, they leave every command working (`CORRAL_TEST_PG` used to make each
+/// one fail with "unknown environment variable").
+#[test]
+fn the_test_suites_variables_leave_commands_working() {
+    let dir = TempDir::new("testvars");
+    for var in [PG_URL_VAR, ECHO_VAR] {
+        assert!(!var.starts_with("CORRAL_"), "{var}");
+        let out = run(dir.path(), &["check"], &[(var, "postgres://x@127.0.0.1/y")]);
+        assert_eq!(out.code, Some(0), "{var}: {out:?}");
+    }
+    let out = run(
+        dir.path(),
+        &["check"],
+        &[("CORRAL_TEST_PG", "postgres://x@127.0.0.1/y")],
+    );
+    assert_eq!(
+        out.code,
+        Some(2),
+        "a CORRAL_ variable is configuration: {out:?}"
+    );
+}

@@ -121,6 +121,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Computes one PBKDF2-SHA256 of `iterations` rounds and throws it away: what checking a
+/// Django hash of that strength costs.
+pub fn pbkdf2_work(iterations: u32) {
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(b"corral-calibration", b"salt", iterations.max(1), &mut out);
+}
+
+/// The iteration count of a stored Django `pbkdf2_sha256$…` hash.
+pub fn pbkdf2_iterations(encoded: &str) -> Option<u64> {
+    let rest = encoded.strip_prefix("pbkdf2_sha256$")?;
+    rest.split('$').next()?.parse().ok()
+}
+
 /// Spends the time a real check would, for a user that does not exist, so response times
 /// do not reveal which usernames exist (Django ticket #20760).
 pub fn burn(password: &str) {

@@ -10,9 +10,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+/// The variable naming the tests' PostgreSQL server. Not `CORRAL_…`: every `CORRAL_*`
+/// variable is configuration, and an unknown one stops every command.
+pub const PG_URL_VAR: &str = "TEST_PG_URL";
+
 /// Where the tests' PostgreSQL server is (`TEST_PG_URL`, default the local one).
 pub fn pg_base() -> String {
-    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var(PG_URL_VAR).unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
+/// Set it to see every line the servers write. Not `CORRAL_…`, which is configuration.
+pub const ECHO_VAR: &str = "TEST_ECHO";
+
 /// A fresh directory per test, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -89,7 +92,7 @@ impl Lines {
 
     /// Collects lines from `r` (a child's stdout or stderr) in the background.
     pub fn collect_from<R: Read + Send + 'static>(&self, r: R) {
-        self.collect(r, std::env::var_os("TEST_ECHO").is_some());
+        self.collect(r, std::env::var_os(ECHO_VAR).is_some());
     }
 
     pub fn all(&self) -> Vec<String> {
@@ -197,7 +200,7 @@ impl Builder {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn corral");
         let (stderr, stdout) = (Lines::default(), Lines::default());
-        let echo = std::env::var_os("TEST_ECHO").is_some();
+        let echo = std::env::var_os(ECHO_VAR).is_some();
         stderr.collect(child.stderr.take().unwrap(), echo);
         stdout.collect(child.stdout.take().unwrap(), echo);
         let mut c = Corral {
