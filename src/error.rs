@@ -32,6 +32,9 @@ pub mod exit {
     pub const MIGRATE_LOCK_TIMEOUT: u8 = 4;
     /// `corral migrate`: a migration failed, or is recorded as failed or unfinished.
     pub const MIGRATE_FAILED: u8 = 5;
+    /// `corral migrate … --boot` (the master's runner): the workers would need more
+    /// PostgreSQL connections than the server allows; the master exits with [`USAGE`].
+    pub const MIGRATE_BUDGET: u8 = 6;
 }
 
 /// A decision to end the process: a one-line reason and an exit code.

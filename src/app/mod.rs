@@ -99,6 +99,7 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
     let auth = AuthConfig::of(c)?;
     let tokens = Tokens::new(&auth)?;
     let db = Db::open_lazy(&c.database)?;
+    let users = UserCheck::new(&c.database, &db)?;
     let hasher = password::Pool::new(auth.password_hash_threads as usize)?;
     let www_authenticate = HeaderValue::from_str(&format!(
         "{} realm=\"api\"",
@@ -110,7 +111,7 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
         db,
         tokens,
         hasher,
-        users: UserCheck::new(c.database.url.sqlite_path()),
+        users,
         login_timing: timing::LoginTiming::new(),
         www_authenticate,
         auth,

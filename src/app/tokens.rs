@@ -21,7 +21,7 @@ pub(super) async fn outstand(
     const SQL: &str =
         "INSERT INTO corral_outstanding_token (user_id, jti, family, created_at, expires_at)
         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (jti) DO NOTHING";
-    on_db!(db, p => sqlx::query(SQL).bind(user_id).bind(jti).bind(family).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
+    on_db!(db, p => db.query(SQL).bind(user_id).bind(jti).bind(family).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -30,7 +30,7 @@ pub(super) async fn is_blacklisted(db: &Db, jti: &str) -> Result<bool, StorageEr
     const SQL: &str = "SELECT COUNT(*) FROM corral_outstanding_token o WHERE o.jti = $1 AND (
         EXISTS (SELECT 1 FROM corral_blacklisted_token b WHERE b.token_id = o.id)
         OR EXISTS (SELECT 1 FROM corral_revoked_family f WHERE f.family = o.family))";
-    let n: i64 = on_db!(db, p => sqlx::query_scalar(SQL).bind(jti).fetch_one(p).await)?;
+    let n: i64 = on_db!(db, p => db.query_scalar(SQL).bind(jti).fetch_one(p).await)?;
     Ok(n > 0)
 }
 
@@ -44,7 +44,7 @@ pub(super) async fn blacklist(
     outstand(db, jti, jti, user_id, expires_at).await?;
     const SQL: &str = "INSERT INTO corral_blacklisted_token (token_id, blacklisted_at)
         SELECT id, $2 FROM corral_outstanding_token WHERE jti = $1 ON CONFLICT (token_id) DO NOTHING";
-    on_db!(db, p => sqlx::query(SQL).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
+    on_db!(db, p => db.query(SQL).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -70,10 +70,10 @@ pub(super) async fn rotate(
     const SPEND: &str = "UPDATE corral_outstanding_token SET used_at = $2 WHERE jti = $1 AND used_at IS NULL
         AND NOT EXISTS (SELECT 1 FROM corral_blacklisted_token b WHERE b.token_id = corral_outstanding_token.id)
         AND NOT EXISTS (SELECT 1 FROM corral_revoked_family f WHERE f.family = corral_outstanding_token.family)";
-    let spent = on_db!(db, p => sqlx::query(SPEND).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
+    let spent = on_db!(db, p => db.query(SPEND).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
     const ROW: &str = "SELECT family, used_at FROM corral_outstanding_token WHERE jti = $1";
     let (family, used_at): (String, Option<i64>) =
-        on_db!(db, p => sqlx::query_as(ROW).bind(jti).fetch_one(p).await)?;
+        on_db!(db, p => db.query_as(ROW).bind(jti).fetch_one(p).await)?;
     if spent == 1 {
         // Blacklisted as simplejwt does after rotation, so the verify view reports it.
         blacklist(db, jti, user_id, expires_at).await?;
@@ -83,6 +83,6 @@ pub(super) async fn rotate(
         return Ok(Rotation::Blacklisted);
     }
     const REVOKE: &str = "INSERT INTO corral_revoked_family (family, revoked_at) VALUES ($1, $2) ON CONFLICT (family) DO NOTHING";
-    on_db!(db, p => sqlx::query(REVOKE).bind(&family).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
+    on_db!(db, p => db.query(REVOKE).bind(&family).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(Rotation::Reused)
 }

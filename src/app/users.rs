@@ -2,6 +2,7 @@
 
 use crate::storage::on_db;
 use crate::storage::{Db, Dialect, StorageError};
+use sqlx::Acquire;
 
 /// A user as the API needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub(super) async fn by_username(db: &Db, username: &str) -> Result<Option<User>,
     const SQL: &str =
         "SELECT id, username, password, is_active FROM corral_user WHERE username = $1";
     let row: Option<(i64, String, String, bool)> =
-        on_db!(db, p => sqlx::query_as(SQL).bind(username).fetch_optional(p).await)?;
+        on_db!(db, p => db.query_as(SQL).bind(username).fetch_optional(p).await)?;
     Ok(row.map(|(id, username, password, is_active)| User {
         id,
         username,
@@ -67,7 +68,7 @@ pub(super) async fn by_username(db: &Db, username: &str) -> Result<Option<User>,
 /// really compute (at most `max`: a costlier one is refused without computing it).
 pub(super) async fn strongest_pbkdf2(db: &Db, max: u64) -> Result<Option<u64>, StorageError> {
     const SQL: &str = "SELECT password FROM corral_user WHERE password LIKE 'pbkdf2_sha256$%'";
-    let hashes: Vec<String> = on_db!(db, p => sqlx::query_scalar(SQL).fetch_all(p).await)?;
+    let hashes: Vec<String> = on_db!(db, p => db.query_scalar(SQL).fetch_all(p).await)?;
     Ok(hashes
         .iter()
         .filter_map(|h| super::auth::password::pbkdf2_iterations(h))
@@ -78,7 +79,7 @@ pub(super) async fn strongest_pbkdf2(db: &Db, max: u64) -> Result<Option<u64>, S
 /// `Some(is_active)` when the user exists.
 pub(super) async fn active_by_id(db: &Db, id: i64) -> Result<Option<bool>, StorageError> {
     const SQL: &str = "SELECT is_active FROM corral_user WHERE id = $1";
-    Ok(on_db!(db, p => sqlx::query_scalar(SQL).bind(id).fetch_optional(p).await)?)
+    Ok(on_db!(db, p => db.query_scalar(SQL).bind(id).fetch_optional(p).await)?)
 }
 
 pub(super) async fn create(
@@ -94,7 +95,7 @@ pub(super) async fn create(
     // would otherwise go unnoticed and the user would be reported created but be lost.
     let id: i64 = on_db!(db, p => async {
         let mut tx = p.begin().await?;
-        let id = sqlx::query_scalar(SQL).bind(username).bind(password_hash).bind(active).fetch_one(&mut *tx).await?;
+        let id = db.query_scalar(SQL).bind(username).bind(password_hash).bind(active).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         Ok::<i64, sqlx::Error>(id)
     }.await)
@@ -113,7 +114,7 @@ pub(super) async fn set_password(
 ) -> Result<bool, StorageError> {
     const SQL: &str = "UPDATE corral_user SET password = $2 WHERE username = $1";
     Ok(
-        on_db!(db, p => sqlx::query(SQL).bind(username).bind(password_hash).execute(p).await.map(|r| r.rows_affected()))?
+        on_db!(db, p => db.query(SQL).bind(username).bind(password_hash).execute(p).await.map(|r| r.rows_affected()))?
             == 1,
     )
 }
@@ -127,7 +128,7 @@ pub(super) async fn upgrade_hash(
     new: &str,
 ) -> Result<(), StorageError> {
     const SQL: &str = "UPDATE corral_user SET password = $3 WHERE id = $1 AND password = $2";
-    on_db!(db, p => sqlx::query(SQL).bind(id).bind(old).bind(new).execute(p).await.map(|r| r.rows_affected()))?;
+    on_db!(db, p => db.query(SQL).bind(id).bind(old).bind(new).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -139,7 +140,7 @@ pub(super) async fn set_active(
 ) -> Result<bool, StorageError> {
     const SQL: &str = "UPDATE corral_user SET is_active = $2 WHERE username = $1";
     Ok(
-        on_db!(db, p => sqlx::query(SQL).bind(username).bind(active).execute(p).await.map(|r| r.rows_affected()))?
+        on_db!(db, p => db.query(SQL).bind(username).bind(active).execute(p).await.map(|r| r.rows_affected()))?
             == 1,
     )
 }
@@ -149,7 +150,7 @@ pub(super) async fn set_active(
 pub(super) async fn delete(db: &Db, username: &str) -> Result<bool, StorageError> {
     const SQL: &str = "DELETE FROM corral_user WHERE username = $1";
     Ok(
-        on_db!(db, p => sqlx::query(SQL).bind(username).execute(p).await.map(|r| r.rows_affected()))?
+        on_db!(db, p => db.query(SQL).bind(username).execute(p).await.map(|r| r.rows_affected()))?
             == 1,
     )
 }
@@ -159,7 +160,7 @@ pub(super) async fn touch_last_login(db: &Db, id: i64) -> Result<(), StorageErro
         "UPDATE corral_user SET last_login = {} WHERE id = $1",
         now_sql(db.dialect())
     );
-    on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    on_db!(db, p => db.query(sqlx::AssertSqlSafe(sql)).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -189,7 +190,7 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Listed>, StorageError> {
         String,
     );
     let rows: Vec<Row> =
-        on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(p).await)?;
+        on_db!(db, p => db.query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(p).await)?;
     Ok(rows
         .into_iter()
         .map(
@@ -236,7 +237,7 @@ pub(super) async fn import(db: &Db, u: &DjangoUser) -> Result<bool, StorageError
         ts("$3"),
         ts("$11")
     );
-    let done = on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+    let done = on_db!(db, p => db.query(sqlx::AssertSqlSafe(sql))
         .bind(u.id).bind(&u.password).bind(&u.last_login).bind(u.is_superuser).bind(&u.username)
         .bind(&u.first_name).bind(&u.last_name).bind(&u.email).bind(u.is_staff).bind(u.is_active).bind(&u.date_joined)
         .execute(p).await.map(|r| r.rows_affected()))?;

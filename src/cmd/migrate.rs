@@ -12,7 +12,8 @@ use crate::cli::MigrateBootArgs;
 use crate::config::schema::Schema;
 use crate::config::{handoff, Config};
 use crate::error::exit;
-use crate::logging::LogLevel;
+use crate::logging::{count, LogLevel};
+use crate::storage::budget;
 use crate::storage::migrate::{
     self, authoring, run::lock_holder, status, Entry, MigrateError, Migrations, Session, State,
     Target,
@@ -20,7 +21,7 @@ use crate::storage::migrate::{
 use clap::ArgMatches;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Runs a `migrate` subcommand; returns the exit code.
 pub(super) fn run(schema: &'static Schema, m: &ArgMatches, migrations: Migrations) -> u8 {
@@ -62,6 +63,7 @@ pub(super) fn run(schema: &'static Schema, m: &ArgMatches, migrations: Migration
     target.create = name == "apply" && boot_args.as_ref().is_none_or(|b| b.create);
     let result = runtime.block_on(dispatch(name, sub, &config, &target, boot));
     match result {
+        Ok(out) if boot && out.code == exit::OK => runtime.block_on(budget_at_boot(&config)),
         Ok(out) => {
             if json {
                 println!(
@@ -75,6 +77,75 @@ pub(super) fn run(schema: &'static Schema, m: &ArgMatches, migrations: Migration
         }
         Err(e) => fail(&e, json, boot),
     }
+}
+
+/// At boot on PostgreSQL, after the migrations: logs the connections the workers may
+/// open against what the server allows, and refuses (exit 6, which the master turns into
+/// its exit 2) when they cannot all be open at once. More than are free now (another
+/// host, an upgrade's overlap) is only a warning: they may close before they are needed.
+async fn budget_at_boot(c: &Config) -> u8 {
+    if c.database.url.dialect() != crate::storage::Dialect::Postgres {
+        return exit::OK;
+    }
+    let b = match budget::measure(&c.database, c.workers).await {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = %e, "cannot read the database server's connection limits; not checking the connection budget");
+            return exit::OK;
+        }
+    };
+    if b.pooled || c.database.listen_url.is_some() {
+        info!(
+            "Database connections: {} (through a pooler; {} direct, of {})",
+            b.need_text(),
+            i64::from(b.workers) * i64::from(b.listeners),
+            b.allowed_text()
+        );
+    } else if b.need() > b.allowed() {
+        error!(
+            need = b.need(),
+            allowed = b.allowed(),
+            "Too many database connections: {}, but the server allows {}; \
+             lower workers or database.pool_size, or put PgBouncer in front (see database.listen_url)",
+            b.need_text(),
+            b.allowed_text()
+        );
+        return exit::MIGRATE_BUDGET;
+    } else if b.need() > b.free() {
+        warn!(
+            need = b.need(),
+            free = b.free(),
+            "Database connections: {}, but only {} of the server's {} are free now \
+             (other hosts or a previous generation hold {}); requests may get 503s once they are all in use",
+            b.need_text(),
+            b.free(),
+            b.allowed(),
+            b.in_use
+        );
+    } else {
+        info!(
+            need = b.need(),
+            allowed = b.allowed(),
+            "{}",
+            capitalise(&b.to_string())
+        );
+    }
+    exit::OK
+}
+
+/// `all 3 migrations`, `the 1 migration`.
+fn all(n: usize) -> String {
+    match n {
+        1 => "the 1 migration".to_string(),
+        n => format!("all {n} migrations"),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Reports `e` (as a log line at boot, else on stderr; also as JSON with `--json`) and
@@ -296,7 +367,8 @@ async fn apply(t: &Target, to: Option<i64>, boot: bool) -> Result<Out, MigrateEr
         info!(
             applied = done.len(),
             total = applied_total,
-            "Database is up to date: {applied_total} migrations applied ({} just now)",
+            "Database is up to date: {} applied ({} just now)",
+            count(applied_total as u64, "migration"),
             done.len()
         );
     }
@@ -310,7 +382,8 @@ async fn apply(t: &Target, to: Option<i64>, boot: bool) -> Result<Out, MigrateEr
     }
     if done.is_empty() {
         text.push_str(&format!(
-            "Nothing to apply: {applied_total} migrations already applied.\n"
+            "Nothing to apply: {} already applied.\n",
+            count(applied_total as u64, "migration")
         ));
     }
     let json = json!({
@@ -369,17 +442,11 @@ async fn check(t: &Target, boot: bool) -> Result<Out, MigrateError> {
             format!("Pending: {}\n", pending.join(", ")),
         )
     } else {
-        (
-            exit::OK,
-            format!("OK: all {} migrations applied.\n", entries.len()),
-        )
+        (exit::OK, format!("OK: {} applied.\n", all(entries.len())))
     };
     if boot {
         match code {
-            0 => info!(
-                "Database is up to date ({} migrations applied)",
-                entries.len()
-            ),
+            0 => info!("Database is up to date ({} applied)", all(entries.len())),
             _ => error!("{}", text.trim_end()),
         }
     } else if code != 0 {

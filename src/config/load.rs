@@ -410,6 +410,17 @@ fn validate(
         };
         typed(key, &origins[key.path], value)?;
     }
+    let db = |k: &str| merged.get("database").and_then(|d| d.get(k));
+    if db("listen_url").is_some()
+        && db("url")
+            .and_then(toml::Value::as_str)
+            .is_some_and(|u| u.starts_with("sqlite:"))
+    {
+        return Err(bad(
+            "database.listen_url",
+            "only for PostgreSQL, and database.url is SQLite: remove it".into(),
+        ));
+    }
     if let Some(section) = schema.section() {
         let table = merged
             .get(section.name)

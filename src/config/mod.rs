@@ -39,6 +39,8 @@ pub struct Config {
     pub bind: Vec<BindAddr>,
     /// Number of worker processes.
     pub workers: u32,
+    /// tokio runtime threads in each worker (1: a current-thread runtime).
+    pub threads: u32,
     /// Seconds without a heartbeat (or without booting) before a worker is aborted; 0 = off.
     pub timeout: u64,
     /// Seconds a stopping worker may take to finish in-flight requests before SIGKILL.

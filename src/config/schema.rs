@@ -115,6 +115,13 @@ fn parse_bind(s: &str) -> Result<(), String> {
     BindAddr::parse(s).map(drop).map_err(|e| e.to_string())
 }
 
+fn parse_pg_url(s: &str) -> Result<(), String> {
+    match DbUrl::parse(s) {
+        Ok(u) if u.dialect() == storage::Dialect::Postgres => Ok(()),
+        _ => Err("expected postgres://…".to_string()),
+    }
+}
+
 fn parse_db_url(s: &str) -> Result<(), String> {
     DbUrl::parse(s)
         .map(drop)
@@ -200,6 +207,7 @@ pub(crate) static KEYS: &[Key] = &[
             "Number of worker processes; $WEB_CONCURRENCY when set, else the number of CPUs",
         )
     },
+    flag("threads", None, "threads", Kind::Int { min: 1, max: 256 }, "Event-loop threads per worker process (Gunicorn's --threads); above 1, a preempted thread's connections are served by the others"),
     flag("timeout", Some('t'), "timeout", SECS, "Seconds without a heartbeat before a worker is aborted (SIGABRT, then SIGKILL); also bounds its boot. 0 disables"),
     flag("graceful_timeout", None, "graceful-timeout", SECS, "Seconds stopping workers get to finish in-flight requests before SIGKILL"),
     flag("keep_alive", None, "keep-alive", SECS, "Seconds an idle keep-alive connection stays open"),
@@ -229,7 +237,13 @@ pub(crate) static KEYS: &[Key] = &[
     },
     flag("database.migrate", None, "migrate", Kind::Enum(MigrateMode::NAMES), "At boot: apply pending migrations, check that none is pending, or skip"),
     flag("database.migrations_dir", None, "migrations-dir", Kind::Path, "Read migrations from this directory instead of those built into the binary"),
-    key("database.pool_size", Kind::Int { min: 1, max: 1000 }, "Database connections per worker process"),
+    key("database.pool_size", Kind::Int { min: 1, max: 1000 }, "Database connections per worker process; unset: 4 on SQLite, 2 on PostgreSQL (most requests need none there)"),
+    Key {
+        redact: Some(storage::url::redact),
+        parse: Some(parse_pg_url),
+        ..key("database.listen_url", Kind::Str, "A direct PostgreSQL connection, for what needs a session: LISTEN (the user-change notifications) and migrations (their lock); set it when database.url goes through a transaction-mode pooler such as PgBouncer")
+    },
+    key("database.statement_cache", Kind::Bool, "Prepare each statement once per connection and reuse it; false behind a transaction-mode pooler that cannot keep prepared statements (PgBouncer before 1.21)"),
     key("database.connect_timeout", Kind::Int { min: 1, max: 3600 }, "Seconds to wait for a database connection before answering 503"),
     key("database.lock_timeout", SECS, "Seconds to wait for the migration lock"),
 ];
@@ -238,6 +252,7 @@ pub(crate) static KEYS: &[Key] = &[
 pub(crate) fn defaults() -> Config {
     Config {
         bind: vec![BindAddr::Tcp(([127, 0, 0, 1], 8000).into())],
+        threads: 1,
         workers: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
@@ -266,7 +281,9 @@ pub(crate) fn defaults() -> Config {
             url: DbUrl::parse("sqlite://corral.db").expect("a valid URL"),
             migrate: MigrateMode::Apply,
             migrations_dir: None,
-            pool_size: 4,
+            pool_size: None,
+            listen_url: None,
+            statement_cache: true,
             connect_timeout: 5,
             lock_timeout: 120,
         },
@@ -306,6 +323,8 @@ mod tests {
         c.pid = Some("x".into());
         c.access_logfile = Some("-".into());
         c.database.migrations_dir = Some("x".into());
+        c.database.pool_size = Some(2);
+        c.database.listen_url = Some(DbUrl::parse("postgres://h/d").unwrap());
         let mut table = toml::Table::try_from(&c).unwrap();
         table.remove("app");
         let mut paths = vec![];

@@ -561,6 +561,17 @@ impl Arbiter {
                         "migrations are pending (--migrate check); run `corral migrate apply`"
                             .to_string()
                     }
+                    Exit::Code(c) if c == i32::from(exit::MIGRATE_BUDGET) => {
+                        let d = &self.generations.loaded().config;
+                        return Err(Halt::new(
+                            exit::USAGE,
+                            format!(
+                                "Not starting workers: {} need up to {} database connections, more than the server allows (see the error above)",
+                                crate::logging::count(d.workers, "worker"),
+                                u64::from(d.workers) * u64::from(d.database.connections_per_worker())
+                            ),
+                        ));
+                    }
                     other => format!("migrations did not complete ({other}); see the error above"),
                 };
                 return Err(Halt::new(
@@ -570,8 +581,13 @@ impl Arbiter {
             }
             (Some(loaded), true) => self.start_generation(*loaded),
             (Some(_), false) => {
+                let why = if how == Exit::Code(i32::from(exit::MIGRATE_BUDGET)) {
+                    "the new configuration needs more database connections than the server allows (see the error above)".to_string()
+                } else {
+                    format!("migrations did not complete ({how})")
+                };
                 error!(
-                    "Reload failed: migrations did not complete ({how}); keeping generation {}",
+                    "Reload failed: {why}; keeping generation {}",
                     self.generations.number()
                 );
                 self.systemd.notify("READY=1");

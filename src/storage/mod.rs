@@ -6,6 +6,8 @@
 //! HTTP. Pools are opened lazily, one per worker process after it starts: nothing here
 //! ever crosses a fork.
 
+pub mod budget;
+pub mod listen;
 pub mod migrate;
 mod sqlite_file;
 pub mod url;
@@ -50,18 +52,52 @@ pub struct Settings {
     /// Load migrations from this directory instead of the ones built into the binary.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub migrations_dir: Option<PathBuf>,
-    /// Connections per worker process.
-    pub pool_size: u64,
+    /// Connections per worker process; `None`: [`Settings::pool_size`]'s default.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pool_size: Option<u64>,
+    /// A direct connection for what needs a session (LISTEN, the migration lock), when
+    /// `url` goes through a transaction-mode pooler.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub listen_url: Option<DbUrl>,
+    /// Reuse prepared statements (off behind PgBouncer < 1.21 in transaction mode).
+    pub statement_cache: bool,
     /// Seconds to wait for a connection before answering 503.
     pub connect_timeout: u64,
     /// Seconds to wait for the migration lock before giving up.
     pub lock_timeout: u64,
 }
 
+impl Settings {
+    /// Connections per worker process: as configured, else 4 on SQLite (writers share one
+    /// file; more would only wait on its lock) and 2 on PostgreSQL (where most requests
+    /// need no connection: the user check is served from memory).
+    pub fn pool_size(&self) -> u32 {
+        let default = match self.url.dialect() {
+            Dialect::Sqlite => 4,
+            Dialect::Postgres => 2,
+        };
+        self.pool_size.map_or(default, |n| n as u32)
+    }
+
+    /// Connections one worker may hold at once: its pool, and on PostgreSQL one more that
+    /// LISTENs for the application's change notifications.
+    pub fn connections_per_worker(&self) -> u32 {
+        self.pool_size() + u32::from(self.url.dialect() == Dialect::Postgres)
+    }
+
+    /// The URL of what needs a session: the LISTEN connection and the migrations.
+    pub fn listen_url(&self) -> &DbUrl {
+        self.listen_url.as_ref().unwrap_or(&self.url)
+    }
+}
+
 /// A process's connection pool, and what it has learnt about the database's health.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: Pool,
+    /// Statements are prepared once per connection and reused (named): false behind a
+    /// transaction-mode pooler that cannot keep them (`database.statement_cache`).
+    prepares: bool,
     health: Arc<Health>,
     /// The database file, for SQLite on disk.
     sqlite_path: Option<PathBuf>,
@@ -100,13 +136,13 @@ impl Db {
         let pool = match url.dialect() {
             Dialect::Postgres => Pool::Postgres(
                 PgPoolOptions::new()
-                    .max_connections(cfg.pool_size as u32)
+                    .max_connections(cfg.pool_size())
                     .acquire_timeout(timeout)
-                    .connect_lazy_with(url.pg_options("corral worker")?),
+                    .connect_lazy_with(pg_options(cfg, url, "corral worker")?),
             ),
             Dialect::Sqlite => {
                 let mut options = SqlitePoolOptions::new()
-                    .max_connections(cfg.pool_size as u32)
+                    .max_connections(cfg.pool_size())
                     .acquire_timeout(timeout);
                 if let Some(path) = url.sqlite_path() {
                     let file = Arc::new(sqlite_file::Guard::new(path));
@@ -125,6 +161,7 @@ impl Db {
             }
         };
         Ok(Db {
+            prepares: cfg.statement_cache || url.dialect() == Dialect::Sqlite,
             pool,
             health: Arc::default(),
             sqlite_path: url.sqlite_path().map(PathBuf::from),
@@ -148,6 +185,45 @@ impl Db {
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Whether statements are prepared once per connection. When not (behind a
+    /// transaction-mode pooler), [`on_db!`] runs each query in a transaction of its own,
+    /// so that the pooler keeps one server connection for all of its protocol messages.
+    pub(crate) fn prepares(&self) -> bool {
+        self.prepares
+    }
+
+    /// `sqlx::query`, prepared once per connection where [`Db::prepares`].
+    pub(crate) fn query<'a, DB: sqlx::Database + sqlx::database::HasStatementCache>(
+        &self,
+        sql: impl sqlx::SqlSafeStr,
+    ) -> sqlx::query::Query<'a, DB, <DB as sqlx::Database>::Arguments> {
+        sqlx::query(sql).persistent(self.prepares)
+    }
+
+    /// `sqlx::query_as`, prepared once per connection where [`Db::prepares`].
+    pub(crate) fn query_as<'a, DB, O>(
+        &self,
+        sql: impl sqlx::SqlSafeStr,
+    ) -> sqlx::query::QueryAs<'a, DB, O, <DB as sqlx::Database>::Arguments>
+    where
+        DB: sqlx::Database + sqlx::database::HasStatementCache,
+        O: for<'r> sqlx::FromRow<'r, DB::Row>,
+    {
+        sqlx::query_as(sql).persistent(self.prepares)
+    }
+
+    /// `sqlx::query_scalar`, prepared once per connection where [`Db::prepares`].
+    pub(crate) fn query_scalar<'a, DB, O>(
+        &self,
+        sql: impl sqlx::SqlSafeStr,
+    ) -> sqlx::query::QueryScalar<'a, DB, O, <DB as sqlx::Database>::Arguments>
+    where
+        DB: sqlx::Database + sqlx::database::HasStatementCache,
+        (O,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    {
+        sqlx::query_scalar(sql).persistent(self.prepares)
     }
 
     /// Notes a query's outcome: a failure that means the database cannot do its job
@@ -185,7 +261,7 @@ impl Db {
 
     /// `SELECT 1`: is the database reachable right now?
     pub async fn ping(&self) -> Result<(), StorageError> {
-        on_db!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))
+        on_db!(self, p => self.query("SELECT 1").execute(p).await.map(drop))
             .map_err(StorageError::from)
     }
 
@@ -198,12 +274,67 @@ impl Db {
     }
 }
 
+/// PostgreSQL connect options for `url` under `cfg`: the statement cache, and the
+/// application name that `pg_stat_activity` shows.
+pub fn pg_options(
+    cfg: &Settings,
+    url: &DbUrl,
+    application_name: &str,
+) -> Result<sqlx::postgres::PgConnectOptions, StorageError> {
+    let opts = url.pg_options(application_name)?;
+    Ok(if cfg.statement_cache {
+        opts
+    } else {
+        // Unnamed statements only: a transaction-mode pooler may run the next statement
+        // on another server connection, where a named one would not exist.
+        opts.statement_cache_capacity(0)
+    })
+}
+
+/// Whether `conn` reaches the server through a proxy or pooler: the server listens on
+/// another TCP port than `url` names, `Some((server's port, the URL's))`.
+///
+/// A transaction-mode pooler (PgBouncer's `pool_mode = transaction`) hands a session to
+/// other clients between statements, which breaks what needs a session (LISTEN, the
+/// migration lock). Nothing a client can see tells it from a TCP proxy that keeps
+/// sessions, reliably, so corral treats every such URL as a pooler for those, until
+/// `database.listen_url` names a connection that keeps sessions (the same URL, for such
+/// a proxy). A pooler on the server's own port, or a Unix socket, goes unnoticed. Only
+/// the simple protocol is used: nothing is prepared.
+pub(crate) async fn proxied(conn: &mut sqlx::PgConnection, url: &DbUrl) -> Option<(u16, u16)> {
+    use sqlx::Row;
+    let named = url.pg_options("").ok()?.get_port();
+    let rows = sqlx::raw_sql("SELECT inet_server_port()")
+        .fetch_all(conn)
+        .await
+        .ok()?;
+    let server: i32 = rows.first()?.try_get::<Option<i32>, _>(0).ok().flatten()?;
+    let server = u16::try_from(server).ok()?;
+    (server != named).then_some((server, named))
+}
+
 /// Runs the same code against whichever pool `$db` holds, binding it to `$p`, and notes
 /// the outcome in the database's health.
 macro_rules! on_db {
     ($db:expr, $p:ident => $body:expr) => {{
         let db: &$crate::storage::Db = $db;
         let r = match db.pool() {
+            // Unnamed statements take two round trips (parse, then bind and execute); in
+            // a transaction, a transaction-mode pooler keeps both on one server connection.
+            $crate::storage::Pool::Postgres(pool) if !db.prepares() => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let r = {
+                        let $p = &mut *tx;
+                        $body
+                    };
+                    if r.is_ok() {
+                        tx.commit().await?;
+                    }
+                    r
+                }
+                .await
+            }
             $crate::storage::Pool::Postgres($p) => $body,
             $crate::storage::Pool::Sqlite($p) => $body,
         };

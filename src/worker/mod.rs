@@ -1,8 +1,8 @@
 //! A worker process (`corral worker`, started only by a master).
 //!
 //! It inherits its listening sockets, its scoreboard and its configuration as descriptors,
-//! builds a single-threaded tokio runtime (one event loop per process, as nginx; the
-//! heartbeat then proves the loop is alive), boots the application, marks itself ready and
+//! builds its tokio runtime (one event-loop thread by default, as nginx, or `--threads`;
+//! the heartbeat proves the loop is alive), boots the application, marks itself ready and
 //! serves until its master retires it.
 //!
 //! Signals: TERM drains (finish in-flight requests, close keep-alives, exit 0); INT and
@@ -104,10 +104,18 @@ where
         Some(Ok(b)) => Some(b),
         None => None,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread by default: one event loop per process, as nginx. With --threads N, a
+    // work-stealing runtime, so a thread that the kernel preempts does not hold up the
+    // connections queued on it (the tail latency of a busy host).
+    let mut builder = if config.threads > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.threads as usize)
+            .thread_name("corral-worker");
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the event loop: {e}")),
     };

@@ -25,18 +25,19 @@ fn fresh_boot_applies_all_then_nothing() {
     for db in TestDb::each("fresh_boot_applies_all_then_nothing") {
         let c = serve(&db, &[]).start();
         c.expect_log("Applied migration 0001_initial", T);
+        c.expect_log("Applied migration 0002_user_notify", T);
         c.expect_log(
-            "Database is up to date: 1 migrations applied (1 just now)",
+            "Database is up to date: 2 migrations applied (2 just now)",
             T,
         );
         drop(c);
         let c = serve(&db, &[]).start();
         c.expect_log(
-            "Database is up to date: 1 migrations applied (0 just now)",
+            "Database is up to date: 2 migrations applied (0 just now)",
             T,
         );
         assert_eq!(c.stderr.count("Applied migration"), 0);
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 1);
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 2);
         assert!(db.has_table("corral_user"));
     }
 }
@@ -84,15 +85,15 @@ fn concurrent_boots_apply_each_migration_once() {
             let out = h.join().unwrap();
             assert_eq!(out.code, Some(0), "{out:?}");
         }
-        for v in [1, 10002, 10003] {
+        for v in [1, 2, 10002, 10003] {
             assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM corral_migrations WHERE version = {v} AND state = 'applied'")), 1);
         }
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 3);
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 4);
         let applied: usize = servers
             .iter()
             .map(|s| s.stderr.count("Applied migration"))
             .sum();
-        assert!(applied <= 3, "a migration was applied twice: {applied}");
+        assert!(applied <= 4, "a migration was applied twice: {applied}");
     }
 }
 
@@ -199,7 +200,7 @@ fn status_json_and_exit_codes() {
         let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
         assert_eq!(v["migrations"][0]["version"], 1);
         assert_eq!(v["migrations"][0]["state"], "pending");
-        assert_eq!(v["counts"]["pending"], 1);
+        assert_eq!(v["counts"]["pending"], 2);
 
         let a = m(&["apply", "--json"]);
         assert_eq!(a.code, Some(0), "{a:?}");
@@ -493,7 +494,7 @@ fn a_project_directory_adds_to_the_builtin_migrations() {
     for db in TestDb::each("a_project_directory_adds_to_the_builtin_migrations") {
         let c = serve(&db, &["--migrations-dir", &mdir]).start();
         c.expect_log(
-            "Database is up to date: 2 migrations applied (2 just now)",
+            "Database is up to date: 3 migrations applied (3 just now)",
             T,
         );
         assert!(db.has_table("corral_user") && db.has_table("project_extra"));
@@ -509,8 +510,8 @@ fn a_project_directory_adds_to_the_builtin_migrations() {
             .iter()
             .map(|m| m["version"].as_i64().unwrap())
             .collect();
-        assert_eq!(versions, [1, 20260101120000]);
-        assert_eq!(v["counts"]["applied"], 2);
+        assert_eq!(versions, [1, 2, 20260101120000]);
+        assert_eq!(v["counts"]["applied"], 3);
     }
 }
 
@@ -666,7 +667,7 @@ fn an_unknown_to_version_is_an_error() {
         assert_eq!(out.code, Some(1), "{cmd}: {out:?}");
         assert!(
             out.stderr
-                .contains("no migration has version 99 (known: 0001_initial)"),
+                .contains("no migration has version 99 (known: 0001_initial, 0002_user_notify)"),
             "{out:?}"
         );
     }

@@ -115,6 +115,8 @@ pub(crate) struct Target {
     pub dir: Option<PathBuf>,
     pub lock_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `url` is `database.listen_url`: it keeps sessions, whatever port it names.
+    pub direct: bool,
     /// `apply` may create a missing SQLite file (at the first boot and from the command
     /// line, never on a reload, where a missing file means the database was lost).
     pub create: bool,
@@ -123,7 +125,10 @@ pub(crate) struct Target {
 impl Target {
     pub(crate) fn new(db: &super::Settings, embedded: Migrations) -> Target {
         Target {
-            url: db.url.clone(),
+            // The session lock needs a session: behind a transaction-mode pooler, the
+            // direct connection that LISTEN uses.
+            url: db.listen_url().clone(),
+            direct: db.listen_url.is_some(),
             embedded,
             dir: db.migrations_dir.clone(),
             lock_timeout: Duration::from_secs(db.lock_timeout),

@@ -29,6 +29,17 @@ impl Session {
     pub async fn lock(t: &Target) -> Result<Session, MigrateError> {
         let known = t.known()?;
         let mut conn = Conn::open(&t.url, t.connect_timeout, t.create).await?;
+        if let (Conn::Pg(c), false) = (&mut conn, t.direct) {
+            if let Some((server, named)) = crate::storage::proxied(c, &t.url).await {
+                conn.close().await;
+                return Err(MigrateError::Other(format!(
+                    "the database URL goes through a proxy or pooler (PostgreSQL listens on port {server}, the URL names {named}): \
+                     migrations hold a session lock, which a transaction-mode pooler such as PgBouncer cannot keep; \
+                     set database.listen_url (CORRAL_DATABASE_LISTEN_URL) to a direct connection, \
+                     or to the same URL if this is a proxy that keeps sessions"
+                )));
+            }
+        }
         let held = match (&mut conn, t.url.sqlite_path()) {
             (Conn::Pg(c), _) => match lock::pg_lock(c, t.lock_timeout).await {
                 Ok(()) => Held::Pg,

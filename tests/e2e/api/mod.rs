@@ -6,8 +6,10 @@
 
 mod attacks; // forged, tampered, malformed and oversized tokens
 mod endpoints; // obtain, refresh, verify, blacklist, health and JWKS: answers and errors
+mod fleet; // several hosts on one PostgreSQL, its faults, PgBouncer
 mod hello; // the protected resource: the Authorization header and the access token
 mod keys; // RS256, ES256, EdDSA, the JWKS, key rotation and key confusion
+mod netns; // a fleet in network namespaces behind nginx: rolling HUP and USR2, a host lost
 mod outage; // PostgreSQL cut off while serving
 mod parsing; // DRF field validation, body parsing, methods, OPTIONS, HEAD, APPEND_SLASH
 mod rotation; // refresh rotation, reuse detection, concurrent refreshes
@@ -31,6 +33,9 @@ pub struct Api {
     pub c: Corral,
     pub db: TestDb,
     pub dir: TempDir,
+    /// The server's arguments and environment, for [`Api::another_host`].
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Api {
@@ -49,18 +54,24 @@ impl Api {
             let out = run_stdin(dir.path(), &a, &all_env, Some(pw));
             assert_eq!(out.code, Some(0), "{out:?}");
         }
-        let mut b = Corral::builder()
-            .dir(dir.path())
-            .args(["-b", "127.0.0.1:0", "-w", "1"])
-            .args(args.iter().copied());
-        for (k, v) in all_env {
-            b = b.env(k, v);
-        }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = all_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Api {
-            c: b.start(),
+            c: server(dir.path(), &args, &env),
             db,
             dir,
+            args,
+            env,
         }
+    }
+
+    /// Another host serving the same database with the same settings: a second master,
+    /// on its own port.
+    pub fn another_host(&self) -> Corral {
+        server(self.dir.path(), &self.args, &self.env)
     }
 
     pub fn post(&self, path: &str, body: Value) -> Response {
@@ -98,6 +109,56 @@ impl Api {
             stdin,
         )
     }
+}
+
+/// Two refreshes of one token sent at the same instant, one to each address; their
+/// statuses, sorted.
+pub(crate) fn race_refreshes(addrs: [&str; 2], refresh: &str) -> Vec<u16> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = addrs
+        .into_iter()
+        .map(|addr| {
+            let (addr, refresh, barrier) = (addr.to_string(), refresh.to_string(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(&addr);
+                barrier.wait();
+                let body = json!({"refresh": refresh}).to_string();
+                conn.request(
+                    "POST",
+                    "/api/token/refresh/",
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                )
+                .unwrap()
+                .status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    statuses.sort();
+    statuses
+}
+
+/// Creates `alice` (password `wonderland-42`) with `corral user create`.
+pub(crate) fn create_alice(dir: &std::path::Path, env: &[(&str, &str)]) {
+    let created = run_stdin(
+        dir,
+        &["user", "create", "alice", "--password-stdin"],
+        env,
+        Some("wonderland-42"),
+    );
+    assert_eq!(created.code, Some(0), "{created:?}");
+}
+
+fn server(dir: &std::path::Path, args: &[String], env: &[(String, String)]) -> Corral {
+    let mut b = Corral::builder()
+        .dir(dir)
+        .args(["-b", "127.0.0.1:0", "-w", "1"])
+        .args(args.iter().cloned());
+    for (k, v) in env {
+        b = b.env(k, v.clone());
+    }
+    b.start()
 }
 
 /// Asserts status, exact JSON body, and `WWW-Authenticate`.

@@ -100,18 +100,11 @@ fn database_outage_gives_503_then_recovers() {
         ("DATABASE_URL", via_proxy.as_str()),
         ("SECRET_KEY", SECRET),
         ("CORRAL_DATABASE_CONNECT_TIMEOUT", "1"),
+        // A TCP proxy keeps sessions: LISTEN and the migration lock may use it.
+        ("CORRAL_DATABASE_LISTEN_URL", via_proxy.as_str()),
     ];
     assert_eq!(run(dir.path(), &["migrate", "apply"], &env).code, Some(0));
-    assert_eq!(
-        run_stdin(
-            dir.path(),
-            &["user", "create", "alice", "--password-stdin"],
-            &env,
-            Some("wonderland-42")
-        )
-        .code,
-        Some(0)
-    );
+    create_alice(dir.path(), &env);
     let mut b = Corral::builder()
         .dir(dir.path())
         .args(["-b", "127.0.0.1:0", "-w", "1"]);

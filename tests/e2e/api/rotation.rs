@@ -72,28 +72,7 @@ fn concurrent_refreshes_exactly_one_wins() {
         );
         for _ in 0..10 {
             let (_, refresh) = a.login();
-            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
-            let handles: Vec<_> = (0..2)
-                .map(|_| {
-                    let (addr, refresh, barrier) =
-                        (a.c.addr.clone(), refresh.clone(), barrier.clone());
-                    std::thread::spawn(move || {
-                        let mut conn = Conn::open(&addr);
-                        barrier.wait();
-                        let body = json!({"refresh": refresh}).to_string();
-                        conn.request(
-                            "POST",
-                            "/api/token/refresh/",
-                            &[("Content-Type", "application/json")],
-                            body.as_bytes(),
-                        )
-                        .unwrap()
-                        .status
-                    })
-                })
-                .collect();
-            let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-            statuses.sort();
+            let statuses = race_refreshes([&a.c.addr, &a.c.addr], &refresh);
             assert_eq!(statuses, vec![200, 401]);
         }
     }

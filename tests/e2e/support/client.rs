@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -250,5 +250,94 @@ impl Load {
             failures.extend(f);
         }
         (ok, failures)
+    }
+}
+
+/// One request's outcome under load.
+pub struct Outcome {
+    pub sent: Instant,
+    pub took: Duration,
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+/// Clients sending `GET /hello/` with an `Authorization` header (each on a keep-alive connection, reopened after any
+/// failure) until stopped; every outcome is kept with its time.
+pub struct Traffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests answered so far (any status).
+    pub progress: Arc<std::sync::atomic::AtomicU64>,
+    handles: Vec<std::thread::JoinHandle<Vec<Outcome>>>,
+}
+
+impl Traffic {
+    pub fn start(addr: &str, auth: &str, clients: usize) -> Traffic {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let handles = (0..clients)
+            .map(|_| {
+                let (addr, auth, stop, progress) = (
+                    addr.to_string(),
+                    auth.to_string(),
+                    stop.clone(),
+                    progress.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut out = vec![];
+                    let mut conn: Option<Conn> = None;
+                    while !stop.load(Relaxed) {
+                        let c = conn.get_or_insert_with(|| Conn::open(&addr));
+                        let sent = Instant::now();
+                        let r = c.request("GET", "/hello/", &[("Authorization", &auth)], b"");
+                        let took = sent.elapsed();
+                        progress.fetch_add(1, Relaxed);
+                        match r {
+                            Ok(r) => {
+                                let close = r
+                                    .header("connection")
+                                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                                if r.status != 200 || close {
+                                    conn = None; // as a client must, on `Connection: close`
+                                }
+                                out.push(Outcome {
+                                    sent,
+                                    took,
+                                    status: r.status,
+                                    retry_after: r.header("retry-after").map(str::to_string),
+                                    body: r.text(),
+                                });
+                            }
+                            Err(e) => {
+                                conn = None;
+                                out.push(Outcome {
+                                    sent,
+                                    took,
+                                    status: 0,
+                                    retry_after: None,
+                                    body: e.to_string(),
+                                });
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            progress,
+            handles,
+        }
+    }
+
+    /// Stops the clients; every outcome, in no particular order.
+    pub fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     }
 }

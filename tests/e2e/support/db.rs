@@ -49,8 +49,18 @@ pub fn pg_admin(sql: &str) -> Result<(), String> {
 /// A database for one test: a fresh SQLite file, or a fresh PostgreSQL database that is
 /// dropped afterwards.
 pub enum TestDb {
-    Sqlite { url: String, _dir: TempDir },
-    Postgres { url: String, name: String },
+    Sqlite {
+        url: String,
+        _dir: TempDir,
+    },
+    Postgres {
+        url: String,
+        name: String,
+    },
+    /// A PostgreSQL database that someone else removes (a test's own cluster).
+    Elsewhere {
+        url: String,
+    },
 }
 
 impl TestDb {
@@ -100,12 +110,14 @@ impl TestDb {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+            TestDb::Sqlite { url, .. }
+            | TestDb::Postgres { url, .. }
+            | TestDb::Elsewhere { url } => url,
         }
     }
 
     pub fn is_pg(&self) -> bool {
-        matches!(self, TestDb::Postgres { .. })
+        matches!(self, TestDb::Postgres { .. } | TestDb::Elsewhere { .. })
     }
 
     /// Runs a query returning one integer (e.g. a count).
@@ -151,6 +163,64 @@ impl TestDb {
             format!("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '{table}'")
         };
         self.scalar(&sql) > 0
+    }
+}
+
+/// A transaction left open on a PostgreSQL database (holding the locks its statement
+/// took) until dropped, then rolled back.
+pub struct HeldTx {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    done: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDb {
+    /// Runs `sql` in a transaction that stays open until the returned value is dropped.
+    pub fn hold(&self, sql: &str) -> HeldTx {
+        use sqlx::Connection;
+        let (url, what, sql) = (self.url().to_string(), sql.to_string(), sql.to_string());
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel::<Result<(), String>>();
+        let done = std::thread::spawn(move || {
+            block_on(async move {
+                let r: Result<sqlx::PgConnection, String> = async {
+                    let mut c = sqlx::PgConnection::connect(&url)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {sql}")))
+                        .execute(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(c)
+                }
+                .await;
+                match r {
+                    Ok(mut c) => {
+                        ready.send(Ok(())).unwrap();
+                        let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
+                        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut c).await;
+                        let _ = c.close().await;
+                    }
+                    Err(e) => ready.send(Err(e)).unwrap(),
+                }
+            })
+        });
+        started
+            .recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        HeldTx {
+            release: Some(release),
+            done: Some(done),
+        }
+    }
+}
+
+impl Drop for HeldTx {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(d) = self.done.take() {
+            let _ = d.join();
+        }
     }
 }
 

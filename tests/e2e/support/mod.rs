@@ -6,6 +6,8 @@
 //! - [`client`]: the raw HTTP/1.1 client ([`http`], [`post_json`], [`Conn`], [`Load`]).
 //! - [`db`]: per-test databases ([`TestDb`]), PostgreSQL administration, migration
 //!   directories.
+//! - [`pg`]: PostgreSQL servers a test owns: a private cluster to stop and start, and
+//!   PgBouncer in transaction mode.
 //! - [`fs`]: faults of the filesystem: a small tmpfs that can fill up, running corral as
 //!   an unprivileged user so that file permissions apply.
 
@@ -14,9 +16,11 @@
 mod client;
 mod db;
 mod fs;
+mod pg;
 mod process;
 
 pub use client::*;
 pub use db::*;
 pub use fs::*;
+pub use pg::*;
 pub use process::*;
