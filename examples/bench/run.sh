@@ -15,43 +15,18 @@
 #   5. repeated HUPs under load: requests/s, p99 against the steady p99, failures.
 # Results: a summary on stdout, JSON lines in $OUT/results.jsonl.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
+source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-7}
 DURATION=${DURATION:-5s}
 WORKERS=${WORKERS:-2}
-OUT=${OUT:-$ROOT/target/bench}
-PEERS=${PEERS:-$ROOT/../shared/peers}
-export BENCH_DIR=$HERE
-export SECRET_KEY=bench-only-secret-key-0123456789abcdef-0123456789abcdef
-export PEER_SECRET=$SECRET_KEY
-for t in wrk curl jq; do command -v $t >/dev/null || { echo "bench: $t is required" >&2; exit 2; }; done
-mkdir -p "$OUT"; : >"$OUT/results.jsonl"
-CORRAL=$ROOT/target/release/corral
-(cd "$ROOT" && cargo build --release --quiet)
-HYPER=""
-if [[ -d $PEERS/hyper_jwt ]]; then
-  # A writable copy (the peers may be read-only); kept between runs so cargo rebuilds only on change.
-  mkdir -p "$OUT/hyper_jwt"; cp -r --update "$PEERS/hyper_jwt/." "$OUT/hyper_jwt/"; chmod -R u+w "$OUT/hyper_jwt"
-  (cd "$OUT/hyper_jwt" && cargo build --release --quiet) && HYPER=$OUT/hyper_jwt/target/release/hyper_jwt
-fi
+require wrk curl jq
+: >"$OUT/results.jsonl"
+build
 DATA=$(mktemp -d "$OUT/data.XXXXXX")
 export DATABASE_URL="sqlite://$DATA/bench.db"
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
-median() { sort -n | awk '{v[NR]=$1} END{if (NR) print v[int((NR+1)/2)]}'; }
-probe() { # 0 once GET /healthz answers (bash /dev/tcp: no fork, tight timing)
-  local line; { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
-  printf 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3; IFS= read -r -t 5 line <&3; exec 3>&- 3<&-
-  [[ $line == "HTTP/1.1 200"* ]]
-}
-now_ms() { local t=${EPOCHREALTIME/./}; echo $(( 10#$t / 1000 )); }
-wrk_json() { sed -n 's/^RESULT //p'; }
-ticks() { local t=0 s; for p in "$@"; do s=$(cat /proc/$p/stat 2>/dev/null) || continue; s=${s##*) }; set -- $s; t=$((t + ${12} + ${13})); done; echo $t; }
-tree() { echo "$1" $(pgrep -P "$1" | tr '\n' ' '); }
 
 "$CORRAL" migrate apply >/dev/null
 printf 'bench-password-1' | "$CORRAL" user create bench --password-stdin >/dev/null
@@ -70,7 +45,7 @@ echo "   ${boots[*]} ms -> median $READY_MS ms"
 port=$(free_port)
 "$CORRAL" serve -b 127.0.0.1:$port -w "$WORKERS" --log-level warning >"$OUT/corral.log" 2>&1 & CPID=$!; PIDS+=($CPID)
 for ((j = 0; j < 5000; j++)); do probe $port && break; sleep 0.002; done
-export TOKEN=$(curl -s -X POST -H 'Content-Type: application/json' -d '{"username":"bench","password":"bench-password-1"}' http://127.0.0.1:$port/api/token/ | jq -r .access)
+export TOKEN=$(token $port bench bench-password-1)
 [[ $(curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$port/hello/) == *Hello* ]] || { echo "bench: no token" >&2; exit 1; }
 if [[ -n $HYPER ]]; then
   hport=$(free_port); "$HYPER" "$hport" >/dev/null 2>&1 & HPID=$!; PIDS+=($HPID)
@@ -81,21 +56,13 @@ if [[ -n $HYPER ]]; then
   ((j < 500)) || { echo "bench: hyper_jwt did not answer /hello/ with the token; skipping it" >&2; HYPER=""; }
 fi
 
-measure() { # name url pids... -> JSON with rps, latency, cpu_us_per_request
-  local name=$1 url=$2; shift 2
-  local t0 t1 j; t0=$(ticks "$@")
-  j=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$HERE/hello.lua" "$url" | wrk_json)
-  t1=$(ticks "$@")
-  echo "$j" | jq -c --arg n "$name" --argjson cpu "$(( t1 - t0 ))" --argjson hz "$(getconf CLK_TCK)" \
-    '. + {name: $n, cpu_us_per_request: ($cpu * 1000000 / $hz / .requests)}'
-}
 echo "== 2. throughput at 64 connections, $ROUNDS alternating rounds of $DURATION"
 wrk -t2 -c16 -d2s -s "$HERE/hello.lua" http://127.0.0.1:$port/hello/ >/dev/null
 for ((r = 1; r <= ROUNDS; r++)); do
   line="   round $r:"
-  if [[ -n $HYPER ]]; then h=$(measure hyper_jwt http://127.0.0.1:$hport/hello/ $HPID); echo "$h" >>"$OUT/results.jsonl"; line+=" hyper_jwt $(jq .rps <<<"$h")"; fi
-  c=$(measure corral_hello http://127.0.0.1:$port/hello/ $(tree $CPID)); echo "$c" >>"$OUT/results.jsonl"; line+=" corral /hello/ $(jq .rps <<<"$c")"
-  z=$(measure corral_healthz http://127.0.0.1:$port/healthz $(tree $CPID)); echo "$z" >>"$OUT/results.jsonl"; line+=" corral /healthz $(jq .rps <<<"$z")"
+  if [[ -n $HYPER ]]; then h=$(measure hyper_jwt http://127.0.0.1:$hport/hello/ hello.lua 64 $HPID); echo "$h" >>"$OUT/results.jsonl"; line+=" hyper_jwt $(jq .rps <<<"$h")"; fi
+  c=$(measure corral_hello http://127.0.0.1:$port/hello/ hello.lua 64 $(tree $CPID)); echo "$c" >>"$OUT/results.jsonl"; line+=" corral /hello/ $(jq .rps <<<"$c")"
+  z=$(measure corral_healthz http://127.0.0.1:$port/healthz hello.lua 64 $(tree $CPID)); echo "$z" >>"$OUT/results.jsonl"; line+=" corral /healthz $(jq .rps <<<"$z")"
   if [[ -n $HYPER ]]; then
     ratio=$(jq -n --argjson a "$(jq .rps <<<"$c")" --argjson b "$(jq .rps <<<"$h")" '$a / $b * 1000 | round / 1000')
     echo "{\"name\":\"ratio_hello\",\"round\":$r,\"ratio\":$ratio}" >>"$OUT/results.jsonl"; line+=" ratio $ratio"

@@ -25,30 +25,55 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
     let uri = req.uri().clone();
     let path = uri.path();
     let www = s.www_authenticate.clone();
+    // The token views' futures are boxed: inline, the largest of them would set the size
+    // of every request's future, which is moved into the heap once per request.
     let result = match path {
         "/api/token/" => {
-            token_view(s, req, "Token Obtain Pair", TOKEN_OBTAIN_DOC, views::obtain).await
+            Box::pin(token_view(
+                s,
+                req,
+                "Token Obtain Pair",
+                TOKEN_OBTAIN_DOC,
+                views::obtain,
+            ))
+            .await
         }
         "/api/token/refresh/" => {
-            token_view(s, req, "Token Refresh", TOKEN_REFRESH_DOC, views::refresh).await
+            Box::pin(token_view(
+                s,
+                req,
+                "Token Refresh",
+                TOKEN_REFRESH_DOC,
+                views::refresh,
+            ))
+            .await
         }
         "/api/token/verify/" => {
-            token_view(s, req, "Token Verify", TOKEN_VERIFY_DOC, views::verify).await
+            Box::pin(token_view(
+                s,
+                req,
+                "Token Verify",
+                TOKEN_VERIFY_DOC,
+                views::verify,
+            ))
+            .await
         }
         "/api/token/blacklist/" => {
-            token_view(
+            Box::pin(token_view(
                 s,
                 req,
                 "Token Blacklist",
                 TOKEN_BLACKLIST_DOC,
                 views::blacklist,
-            )
+            ))
             .await
         }
         "/hello/" => hello(&s, req).await,
         "/.well-known/jwks.json" => simple_get(&req, || Reply::ok(s.tokens.jwks().clone())),
         "/healthz" => simple_get(&req, || Reply::ok(json!({ "status": "ok" }))),
-        "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => views::readyz(&s).await,
+        "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => {
+            Box::pin(views::readyz(&s)).await
+        }
         "/readyz" => not_allowed(req.method(), GET_ALLOW),
         "/api/token"
         | "/api/token/refresh"

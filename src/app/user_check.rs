@@ -129,10 +129,11 @@ impl UserCheck {
                 Some(cache.epoch)
             }
         };
+        // The query's future is boxed: it is large, and rarely needed on the hot path.
         let Some(epoch) = epoch else {
-            return users::active_by_id(db, id).await;
+            return Box::pin(users::active_by_id(db, id)).await;
         };
-        let v = users::active_by_id(db, id).await?;
+        let v = Box::pin(users::active_by_id(db, id)).await?;
         let mut cache = self.cache.lock().expect("not poisoned");
         // A change during the query may have changed the answer: do not keep it.
         if self.trusted(&mut cache) && cache.epoch == epoch {

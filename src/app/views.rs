@@ -104,7 +104,7 @@ pub(super) async fn refresh(s: Arc<State>, req: Request<RequestBody>) -> ViewRes
     }
     // simplejwt ≥ 5.4: a refresh for a user who is gone or inactive is refused.
     if let Some(id) = user_id {
-        match users::active_by_id(&s.db, id).await? {
+        match s.users.is_active(&s.db, id).await? {
             Some(true) => {}
             Some(false) if !s.auth.check_user_is_active => {}
             _ => return Err(ApiError::NoActiveAccountForToken),

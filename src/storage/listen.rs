@@ -151,7 +151,7 @@ async fn receive(
         (failing, lost) = (false, None);
         match serve(listener, &feed, &l, &on_event).await {
             End::Lost(why) => {
-                warn!(reason = %why, "lost the LISTEN connection for {channel} notifications; checking in the database on every request until it is back");
+                warn!(reason = %why, "lost the LISTEN connection for {channel} notifications ({why}); checking in the database on every request until it is back");
                 lost = Some(why);
             }
             End::Swallowed => {
@@ -228,6 +228,12 @@ async fn connect(pool: &sqlx::PgPool, l: &Listen) -> Result<Option<PgListener>, 
             return Ok(None);
         }
     }
+    // A NOTIFY gives its transaction an id, so each probe's commit would wait for a WAL
+    // flush, and a disk stalled by a checkpoint would make the feed lapse. Commit order,
+    // which is all the probe relies on, does not depend on the flush.
+    sqlx::raw_sql("SET synchronous_commit = off")
+        .execute(&mut listener)
+        .await?;
     // Reconnection is this module's, so that it can flush first.
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
