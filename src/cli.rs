@@ -21,6 +21,8 @@ pub(crate) enum FlagSet {
     All,
     /// Database and logging keys: migrate, user.
     Data,
+    /// Where a master's control socket is: status, ctl, top.
+    Control,
 }
 
 pub(crate) fn config_args(schema: &'static Schema, set: FlagSet) -> Vec<Arg> {
@@ -36,6 +38,7 @@ pub(crate) fn config_args(schema: &'static Schema, set: FlagSet) -> Vec<Arg> {
         let wanted = match set {
             FlagSet::All => true,
             FlagSet::Data => key.path.starts_with("database.") || key.path.starts_with("log_"),
+            FlagSet::Control => matches!(key.path, "pid" | "control_socket"),
         };
         if !wanted {
             continue;
@@ -195,7 +198,42 @@ pub(crate) fn command(schema: &'static Schema, app: impl IntoIterator<Item = Com
                 .about("Print the effective configuration and where each value came from")
                 .args(config_args(schema, FlagSet::All)),
         )
-        .subcommand(migrate_command(schema));
+        .subcommand(migrate_command(schema))
+        .subcommand(
+            Command::new("status")
+                .about("Show a running master and its workers (pid, state, requests, memory, requests in flight)")
+                .args(config_args(schema, FlagSet::Control))
+                .arg(json_flag()),
+        )
+        .subcommand(
+            Command::new("ctl")
+                .about("Do what a signal does, and answer once it is done (non-zero if it failed)")
+                .args(config_args(schema, FlagSet::Control).into_iter().map(|a| a.global(true)))
+                .arg(
+                    Arg::new("timeout")
+                        .long("timeout")
+                        .value_name("SECONDS")
+                        .default_value("120")
+                        .value_parser(value_parser!(u64))
+                        .global(true)
+                        .help("How long to wait for the answer"),
+                )
+                .subcommand_required(true)
+                .subcommand(Command::new("reload").about("HUP: a new generation; returns when it is ready, or with why it rolled back"))
+                .subcommand(Command::new("ttin").about("TTIN: one worker more; returns when it is ready"))
+                .subcommand(Command::new("ttou").about("TTOU: one worker fewer; returns when it has gone"))
+                .subcommand(Command::new("upgrade").about("USR2: a new master from the binary on disk; returns when it is ready"))
+                .subcommand(
+                    Command::new("stop")
+                        .about("TERM (graceful), or with --quick INT; returns when the master has exited")
+                        .arg(Arg::new("quick").long("quick").action(ArgAction::SetTrue).help("Stop quickly (INT)")),
+                ),
+        )
+        .subcommand(
+            Command::new("top")
+                .about("A live view of the master and its workers, refreshed every second; q quits")
+                .args(config_args(schema, FlagSet::Control)),
+        );
     for c in app {
         cmd = cmd.subcommand(c.args(config_args(schema, FlagSet::Data)));
     }

@@ -55,6 +55,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 mod master;
+pub mod metrics;
 pub mod service;
 pub mod storage;
 #[allow(unsafe_code)]

@@ -31,6 +31,8 @@ pub struct Hooks {
     pub prepare: fn(&mut Config) -> Result<(), ConfigError>,
     /// The same validation, without side effects, for `corral check`.
     pub check: fn(&Config) -> Result<(), ConfigError>,
+    /// The application's own metric families, for `# HELP` and `# TYPE` on `/metrics`.
+    pub metrics: &'static [crate::metrics::Family],
 }
 
 impl Default for Hooks {
@@ -38,6 +40,7 @@ impl Default for Hooks {
         Hooks {
             prepare: |_| Ok(()),
             check: |_| Ok(()),
+            metrics: &[],
         }
     }
 }

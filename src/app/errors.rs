@@ -80,6 +80,20 @@ pub(super) enum ApiError {
 }
 
 impl ApiError {
+    /// Why authentication failed, as simplejwt's `code` says it (`not_authenticated`
+    /// where DRF sends no code): the `code` label of `corral_auth_failures_total`.
+    pub(super) fn auth_code(&self) -> Option<&'static str> {
+        use ApiError::*;
+        Some(match self {
+            NotValidForAnyType(_) | NoUserIdentification => "token_not_valid",
+            BadAuthorizationHeader => "bad_authorization_header",
+            UserNotFound => "user_not_found",
+            UserInactive => "user_inactive",
+            NoCredentials => "not_authenticated",
+            _ => return None,
+        })
+    }
+
     /// The response. `www_authenticate` is `Bearer realm="api"` with the first configured
     /// scheme; every 401 carries it, as DRF's do.
     pub(super) fn reply(self, www_authenticate: &HeaderValue) -> Reply {

@@ -37,6 +37,7 @@ mod validate;
 mod views;
 
 use crate::http::RequestBody;
+use crate::metrics::{Family, Kind as MetricKind};
 use crate::service::{App, Hooks};
 use crate::storage::migrate::{Embedded, Migrations};
 use crate::storage::Db;
@@ -61,6 +62,45 @@ const MIGRATIONS: Migrations = Migrations {
     source_dir: Some("src/app/migrations"),
 };
 
+/// The JWT app's metric families.
+const METRICS: &[Family] = &[
+    Family {
+        name: "corral_auth_logins_total",
+        kind: MetricKind::Counter,
+        help: "Logins (POST /api/token/), by outcome (success, invalid_credentials, bad_request, error).",
+    },
+    Family {
+        name: "corral_auth_refreshes_total",
+        kind: MetricKind::Counter,
+        help: "Refreshes, by outcome (success, invalid, blacklisted, inactive_user, bad_request, error).",
+    },
+    Family {
+        name: "corral_auth_refresh_reuse_total",
+        kind: MetricKind::Counter,
+        help: "Spent refresh tokens presented again (each revokes its token family).",
+    },
+    Family {
+        name: "corral_auth_blacklisted_tokens_total",
+        kind: MetricKind::Counter,
+        help: "Refresh tokens blacklisted, by how (blacklist: the endpoint; rotation: spent by a refresh).",
+    },
+    Family {
+        name: "corral_auth_failures_total",
+        kind: MetricKind::Counter,
+        help: "Requests whose Bearer authentication failed, by simplejwt code (not_authenticated when none was sent).",
+    },
+    Family {
+        name: "corral_auth_password_hash_duration_seconds",
+        kind: MetricKind::Histogram,
+        help: "Time to check a password hash at login.",
+    },
+    Family {
+        name: "corral_user_cache_total",
+        kind: MetricKind::Counter,
+        help: "User checks, by result (hit: from memory; miss: queried, then kept; bypass: queried, memory not trusted).",
+    },
+];
+
 /// A worker's boot of the JWT app.
 pub type Boot = fn(Context) -> Pin<Box<dyn Future<Output = Result<Service, BootError>>>>;
 
@@ -70,6 +110,7 @@ pub fn jwt() -> App<Boot> {
         .hooks(Hooks {
             prepare: secret::prepare,
             check: secret::check,
+            metrics: METRICS,
         })
         .config_section(&settings::SECTION)
         .migrations(MIGRATIONS)

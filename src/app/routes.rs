@@ -5,7 +5,7 @@ use super::errors::ApiError;
 use super::reply::Reply;
 use super::views::{self, ViewResult};
 use super::State;
-use crate::http::RequestBody;
+use crate::http::{RequestBody, Route};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, LOCATION};
@@ -90,7 +90,29 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
         }
         _ => Err(ApiError::NotFound),
     };
-    result.unwrap_or_else(|e| e.reply(&www)).into_response(head)
+    let mut resp = result.unwrap_or_else(|e| e.reply(&www)).into_response(head);
+    resp.extensions_mut().insert(Route(route_name(path)));
+    resp
+}
+
+/// The endpoint's name (Django's URL names), the bounded `route` label of the metrics.
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/api/token/" => "token_obtain_pair",
+        "/api/token/refresh/" => "token_refresh",
+        "/api/token/verify/" => "token_verify",
+        "/api/token/blacklist/" => "token_blacklist",
+        "/hello/" => "hello",
+        "/.well-known/jwks.json" => "jwks",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/api/token"
+        | "/api/token/refresh"
+        | "/api/token/verify"
+        | "/api/token/blacklist"
+        | "/hello" => "append_slash",
+        _ => "not_found",
+    }
 }
 
 fn not_allowed(method: &Method, allow: &'static str) -> ViewResult {

@@ -124,11 +124,14 @@ impl UserCheck {
             if !self.trusted(&mut cache) {
                 None
             } else if let Some(v) = cache.users.get(&id) {
+                crate::metrics::inc("corral_user_cache_total", &[("result", "hit")]);
                 return Ok(*v);
             } else {
                 Some(cache.epoch)
             }
         };
+        let result = if epoch.is_some() { "miss" } else { "bypass" };
+        crate::metrics::inc("corral_user_cache_total", &[("result", result)]);
         // The query's future is boxed: it is large, and rarely needed on the hot path.
         let Some(epoch) = epoch else {
             return Box::pin(users::active_by_id(db, id)).await;

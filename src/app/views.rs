@@ -8,6 +8,7 @@ use super::errors::ApiError;
 use super::reply::Reply;
 use super::{tokens, users, State};
 use crate::http::RequestBody;
+use crate::metrics;
 use crate::storage::{self, StorageError};
 use hyper::Request;
 use serde_json::json;
@@ -36,6 +37,13 @@ pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
         let max = s.auth.max_pbkdf2_iterations;
         s.login_timing.pad(started, &s.db, &s.hasher, max).await;
     }
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(ApiError::NoActiveAccount) => "invalid_credentials",
+        Err(ApiError::Unavailable | ApiError::ServerError) => "error",
+        Err(_) => "bad_request",
+    };
+    metrics::inc("corral_auth_logins_total", &[("outcome", outcome)]);
     result
 }
 
@@ -55,6 +63,11 @@ async fn obtain_checked(s: &Arc<State>, req: Request<RequestBody>) -> ViewResult
         .await
         .unwrap_or(password::Check::NoMatch);
     s.login_timing.observe(t.elapsed());
+    metrics::observe_seconds(
+        "corral_auth_password_hash_duration_seconds",
+        &[],
+        t.elapsed(),
+    );
     let rehash = match check {
         password::Check::Match { rehash } if user.is_active || !s.auth.check_user_is_active => {
             rehash
@@ -89,6 +102,20 @@ async fn obtain_checked(s: &Arc<State>, req: Request<RequestBody>) -> ViewResult
 
 /// `POST /api/token/refresh/`: refresh → access (and a new refresh when rotating).
 pub(super) async fn refresh(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+    let result = refresh_checked(s, req).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(ApiError::TokenNotValid(TokenError::Blacklisted)) => "blacklisted",
+        Err(ApiError::TokenNotValid(_)) => "invalid",
+        Err(ApiError::NoActiveAccountForToken) => "inactive_user",
+        Err(ApiError::Unavailable | ApiError::ServerError) => "error",
+        Err(_) => "bad_request",
+    };
+    metrics::inc("corral_auth_refreshes_total", &[("outcome", outcome)]);
+    result
+}
+
+async fn refresh_checked(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
     let [token] = fields(req, ["refresh"]).await?;
     let now = storage::now_secs();
     let claims = s
@@ -118,11 +145,18 @@ pub(super) async fn refresh(s: Arc<State>, req: Request<RequestBody>) -> ViewRes
         // Single use, atomically: of two concurrent refreshes one wins; a replay of a
         // spent token revokes its whole family.
         match tokens::rotate(&s.db, &jti, user_id, exp).await? {
-            tokens::Rotation::Won { family } => family,
+            tokens::Rotation::Won { family } => {
+                metrics::inc(
+                    "corral_auth_blacklisted_tokens_total",
+                    &[("via", "rotation")],
+                );
+                family
+            }
             tokens::Rotation::Blacklisted => {
                 return Err(ApiError::TokenNotValid(TokenError::Blacklisted))
             }
             tokens::Rotation::Reused => {
+                metrics::inc("corral_auth_refresh_reuse_total", &[]);
                 warn!(
                     user = user_id.unwrap_or(-1),
                     "A spent refresh token was presented again; its token family is revoked"
@@ -166,11 +200,23 @@ pub(super) async fn blacklist(s: Arc<State>, req: Request<RequestBody>) -> ViewR
     }
     let user_id = s.tokens.user_id(&claims).ok().flatten();
     tokens::blacklist(&s.db, jti, user_id, claims.exp()).await?;
+    metrics::inc(
+        "corral_auth_blacklisted_tokens_total",
+        &[("via", "blacklist")],
+    );
     Ok(Reply::ok(json!({})))
 }
 
 /// simplejwt's `JWTAuthentication`: the user id of a request.
 pub(super) async fn authenticate(s: &State, req: &Request<RequestBody>) -> Result<i64, ApiError> {
+    let result = authenticate_checked(s, req).await;
+    if let Some(code) = result.as_ref().err().and_then(ApiError::auth_code) {
+        metrics::inc("corral_auth_failures_total", &[("code", code)]);
+    }
+    result
+}
+
+async fn authenticate_checked(s: &State, req: &Request<RequestBody>) -> Result<i64, ApiError> {
     let mut headers = req.headers().get_all(hyper::header::AUTHORIZATION).iter();
     let header = headers.next().map(|v| v.as_bytes());
     if headers.next().is_some() {

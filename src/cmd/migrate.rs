@@ -28,6 +28,9 @@ pub(super) fn run(schema: &'static Schema, m: &ArgMatches, migrations: Migration
     let json = m.get_flag("json");
     let boot_args = MigrateBootArgs::from_matches(m);
     let boot = boot_args.is_some();
+    if boot {
+        crate::sys::proctitle::set("corral: migrate");
+    }
     let config = match &boot_args {
         Some(b) => handoff::read(b.config_fd).map_err(|e| e.to_string()),
         None => super::load(schema, m)

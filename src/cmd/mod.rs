@@ -6,6 +6,7 @@
 //! The same executable plays every role: the master re-executes it as `worker` and as
 //! `migrate apply`, so a custom binary built on this library behaves exactly like `corral`.
 
+mod control;
 mod migrate;
 mod serve;
 
@@ -75,6 +76,9 @@ where
             Some(("config", sm)) => print_config(schema, sm),
             Some(("worker", sm)) => crate::worker::run(cli::WorkerArgs::from_matches(sm), app.boot),
             Some(("migrate", sm)) => migrate::run(schema, sm, app.migrations),
+            Some(("status", sm)) => control::status(schema, sm),
+            Some(("ctl", sm)) => control::ctl(schema, sm),
+            Some(("top", sm)) => control::top(schema, sm),
             Some((name, sm)) => match app.commands.iter().find(|c| c.name == name) {
                 Some(c) => run_app_command(schema, sm, c),
                 None => exit::USAGE,

@@ -70,6 +70,12 @@ pub struct Config {
     /// Pidfile written after binding and removed at exit.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pid: Option<PathBuf>,
+    /// Where the master serves Prometheus metrics; off when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub metrics_bind: Option<BindAddr>,
+    /// The master's control socket (`corral status`, `corral ctl`, `corral top`).
+    #[serde(default)]
+    pub control_socket: ControlSocket,
     /// Access log destination (`-` is stdout); off when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub access_logfile: Option<String>,
@@ -101,6 +107,70 @@ impl Config {
             Some("systemd (INVOCATION_ID is set)")
         } else {
             None
+        }
+    }
+}
+
+/// Where the master's control socket goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ControlSocket {
+    /// Beside the pidfile, else in `$RUNTIME_DIRECTORY` or `$XDG_RUNTIME_DIR`; none if
+    /// there is no such place.
+    #[default]
+    Default,
+    Off,
+    At(PathBuf),
+}
+
+impl ControlSocket {
+    /// The socket's path for a master with `pidfile`, if it has one.
+    pub fn path(&self, pidfile: Option<&std::path::Path>) -> Option<PathBuf> {
+        match self {
+            ControlSocket::Off => None,
+            ControlSocket::At(p) => Some(p.clone()),
+            ControlSocket::Default => {
+                if let Some(p) = pidfile {
+                    return Some(p.with_extension("sock"));
+                }
+                ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
+                    .iter()
+                    .filter_map(std::env::var_os)
+                    .filter(|d| !d.is_empty())
+                    // systemd may list several directories: the first is this unit's.
+                    .map(|d| {
+                        let d = d
+                            .to_string_lossy()
+                            .split(':')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        PathBuf::from(d).join("corral.sock")
+                    })
+                    .next()
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for ControlSocket {
+    type Error = String;
+    fn try_from(s: String) -> Result<ControlSocket, String> {
+        match s.as_str() {
+            "" => Err("empty path (use `none` to turn the control socket off)".into()),
+            "none" => Ok(ControlSocket::Off),
+            "default" => Ok(ControlSocket::Default),
+            _ => Ok(ControlSocket::At(PathBuf::from(s))),
+        }
+    }
+}
+
+impl From<ControlSocket> for String {
+    fn from(c: ControlSocket) -> String {
+        match c {
+            ControlSocket::Default => "default".into(),
+            ControlSocket::Off => "none".into(),
+            ControlSocket::At(p) => p.display().to_string(),
         }
     }
 }

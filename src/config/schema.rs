@@ -115,6 +115,10 @@ fn parse_bind(s: &str) -> Result<(), String> {
     BindAddr::parse(s).map(drop).map_err(|e| e.to_string())
 }
 
+fn parse_control_socket(s: &str) -> Result<(), String> {
+    super::ControlSocket::try_from(s.to_string()).map(drop)
+}
+
 fn parse_pg_url(s: &str) -> Result<(), String> {
     match DbUrl::parse(s) {
         Ok(u) if u.dialect() == storage::Dialect::Postgres => Ok(()),
@@ -222,6 +226,14 @@ pub(crate) static KEYS: &[Key] = &[
     flag("worker_connections", None, "worker-connections", Kind::Int { min: 1, max: 1_000_000 }, "Most simultaneous connections per worker; at the limit, idle keep-alive connections close to make room"),
     flag("backlog", None, "backlog", Kind::Int { min: 1, max: 65_535 }, "Listen backlog of each socket"),
     flag("pid", Some('p'), "pid", Kind::Path, "Pidfile: written after binding, removed at exit"),
+    Key {
+        parse: Some(parse_bind),
+        ..flag("metrics_bind", None, "metrics-bind", Kind::Str, "Where the master serves Prometheus metrics (GET /metrics): HOST:PORT or unix:PATH; off when unset")
+    },
+    Key {
+        parse: Some(parse_control_socket),
+        ..flag("control_socket", None, "control-socket", Kind::Str, "The master's control socket, for corral status, ctl and top: a path, `none`, or `default` (beside the pidfile, else $RUNTIME_DIRECTORY or $XDG_RUNTIME_DIR)")
+    },
     flag("access_logfile", None, "access-logfile", Kind::Str, "Access log file, in Gunicorn's format ('-' = stdout); off when unset"),
     flag("error_logfile", None, "error-logfile", Kind::Str, "Error log file ('-' = stderr)"),
     flag("log_level", None, "log-level", Kind::Enum(LogLevel::NAMES), "debug, info, warning, error or critical"),
@@ -270,6 +282,8 @@ pub(crate) fn defaults() -> Config {
         worker_connections: 1000,
         backlog: 2048,
         pid: None,
+        metrics_bind: None,
+        control_socket: super::ControlSocket::Default,
         access_logfile: None,
         error_logfile: "-".into(),
         log_level: LogLevel::Info,
@@ -322,6 +336,7 @@ mod tests {
         // Fill the optional fields so they appear in the serialised form.
         c.pid = Some("x".into());
         c.access_logfile = Some("-".into());
+        c.metrics_bind = Some(BindAddr::parse("127.0.0.1:9100").unwrap());
         c.database.migrations_dir = Some("x".into());
         c.database.pool_size = Some(2);
         c.database.listen_url = Some(DbUrl::parse("postgres://h/d").unwrap());

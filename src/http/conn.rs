@@ -11,7 +11,8 @@ use super::access_log::Entry;
 use super::body::{Fault, FaultKind, RequestBody};
 use super::io::{Activity, Conn, Phase, Stream};
 use super::{
-    json_error, redact, AppService, BoxError, PeerAddr, ResponseBody, Settings, Shared, REQUEST_ID,
+    json_error, redact, AppService, BoxError, PeerAddr, ResponseBody, Route, Settings, Shared,
+    REQUEST_ID,
 };
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -188,6 +189,9 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let bare_lf = self.activity.mark_busy();
         let started = Instant::now();
+        let metered = crate::metrics::enabled();
+        let method = crate::metrics::method_label(req.method());
+        let active = metered.then(ActiveRequest::begin);
         let id = super::request_id(req.headers().get(REQUEST_ID));
         let shared = self.shared.clone();
         let activity = self.activity.clone();
@@ -273,6 +277,24 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
                     duration: started.elapsed(),
                 });
             }
+            if metered {
+                let route = resp.extensions().get::<Route>().map_or("other", |r| r.0);
+                let mut code = itoa::Buffer::new();
+                let labels = [
+                    ("http_request_method", method),
+                    ("http_route", route),
+                    (
+                        "http_response_status_code",
+                        code.format(resp.status().as_u16()),
+                    ),
+                ];
+                crate::metrics::observe_seconds(
+                    "http_server_request_duration_seconds",
+                    &labels,
+                    started.elapsed(),
+                );
+            }
+            drop(active);
             if let Some(i) = slot {
                 shared.free_slot(i);
             }
@@ -280,6 +302,23 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
             shared.request_done();
             Ok(resp)
         })
+    }
+}
+
+/// One request in `http_server_active_requests`, until it is answered or dropped (hyper
+/// drops the future when the client goes away mid-request).
+struct ActiveRequest;
+
+impl ActiveRequest {
+    fn begin() -> ActiveRequest {
+        crate::metrics::gauge_add("http_server_active_requests", &[], 1);
+        ActiveRequest
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        crate::metrics::gauge_add("http_server_active_requests", &[], -1);
     }
 }
 

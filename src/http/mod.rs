@@ -88,6 +88,12 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub Option<std::net::SocketAddr>);
 
+/// The endpoint that answered, which a service may put in its response's extensions:
+/// the `route` label of the request metrics (a name, never the raw path, so the number
+/// of series stays bounded). Responses without one count as `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route(pub &'static str);
+
 /// Longest a worker waits for a less busy sibling to take a connection.
 const MAX_DEFER_MS: u32 = 5;
 
@@ -278,9 +284,16 @@ impl Shared {
     fn connection_opened(&self) {
         let n = self.connections.fetch_add(1, Relaxed) + 1;
         self.publish(n);
+        if crate::metrics::enabled() {
+            crate::metrics::inc("http_server_connections_total", &[]);
+            crate::metrics::gauge_add("http_server_open_connections", &[], 1);
+        }
     }
 
     fn connection_closed(&self) {
+        if crate::metrics::enabled() {
+            crate::metrics::gauge_add("http_server_open_connections", &[], -1);
+        }
         let n = self.connections.fetch_sub(1, Relaxed) - 1;
         self.publish(n);
         if n == 0 {

@@ -13,9 +13,11 @@
 //! inherit), [`Systemd`] (notifications), [`DevReload`] (`--reload`) and [`Upgrade`]
 //! (`USR2`).
 
+use super::console::{Ask, Cmd, Console, Reply};
 use super::dev_reload::DevReload;
 use super::generation::{handoff_of, Generations, Migration};
 use super::reconcile::{self, Backoff};
+use super::report::{self, Cause, Tally};
 use super::signals::{Signal, SignalQueue};
 use super::spawn::{Spawner, MASTER_ONLY_ENV};
 use super::systemd::Systemd;
@@ -70,6 +72,21 @@ pub(super) struct Arbiter {
     num_workers: u32,
     phase: Phase,
     backoff: Backoff,
+    console: Console,
+    tally: Tally,
+    /// Control clients waiting for an operation to finish.
+    waiting: Waiting,
+}
+
+/// Control clients (by connection id) waiting for what they asked.
+#[derive(Default)]
+struct Waiting {
+    /// `ctl reload`: the new generation ready, or the reason it was not.
+    reload: Vec<u64>,
+    /// `ctl ttin`/`ttou`: the worker table matching the wanted number.
+    settle: Vec<u64>,
+    /// `ctl upgrade`: the new master ready, or dead.
+    upgrade: Vec<u64>,
 }
 
 pub(super) struct Parts {
@@ -83,12 +100,18 @@ pub(super) struct Parts {
     pub pidfile: Option<Pidfile>,
     pub log: logging::Handle,
     pub upgrade: Upgrade,
+    pub console: Console,
 }
 
 impl Arbiter {
     pub(super) fn new(p: Parts) -> Result<Arbiter, Halt> {
         let reloader = DevReload::start(&p.loaded, p.spawner.exe());
+        let migrates = p.loaded.config.database.migrate != MigrateMode::Off
+            && (p.has_migrations || p.loaded.config.database.migrations_dir.is_some());
         Ok(Arbiter {
+            console: p.console,
+            tally: Tally::new(migrates),
+            waiting: Waiting::default(),
             num_workers: p.loaded.config.workers,
             generations: Generations::new(p.loaded)?,
             layers: p.layers,
@@ -119,6 +142,9 @@ impl Arbiter {
                     }
                     self.handle(sig)?;
                 }
+                for ask in self.console.poll() {
+                    self.answer(ask);
+                }
                 self.reap_children()?;
                 if let Some(sig) = self.reloader.as_mut().and_then(DevReload::poll) {
                     self.handle(sig)?;
@@ -127,6 +153,7 @@ impl Arbiter {
                 self.check_readiness();
                 self.murder_workers();
                 self.manage_workers()?;
+                self.answer_settled();
                 if self.finished() {
                     break Ok(());
                 }
@@ -166,10 +193,12 @@ impl Arbiter {
     /// the new one becomes ready. A configuration that fails validation changes nothing.
     fn handle_hup(&mut self) {
         if self.phase != Phase::Running {
-            return warn!("Ignoring reload: the master is not running");
+            warn!("Ignoring reload: the master is not running");
+            return self.reload_ignored("the master is not running");
         }
         if self.generations.migration_pid().is_some() {
-            return warn!("Ignoring reload: the previous reload is still running its migrations");
+            warn!("Ignoring reload: the previous reload is still running its migrations");
+            return self.reload_ignored("the previous reload is still running its migrations");
         }
         let current = self.generations.number();
         let loaded = match self
@@ -178,7 +207,10 @@ impl Arbiter {
             .and_then(|mut l| (self.hooks.prepare)(&mut l.config).map(|()| l))
         {
             Ok(l) => l,
-            Err(e) => return error!(error = %e, "Reload failed: {e}; keeping generation {current}"),
+            Err(e) => {
+                error!(error = %e, "Reload failed: {e}; keeping generation {current}");
+                return self.reload_failed(e.to_string());
+            }
         };
         if loaded.config.bind != self.generations.loaded().config.bind {
             warn!("The bind addresses changed; a reload keeps the current sockets (restart to rebind; a USR2 upgrade inherits them too)");
@@ -192,6 +224,34 @@ impl Arbiter {
         } else if let Err(e) = self.start_migrations(Some(Box::new(loaded))) {
             error!("Reload failed: {e}; keeping generation {current}");
             self.systemd.notify("READY=1");
+            self.reload_failed(e.to_string());
+        }
+    }
+
+    /// A reload failed: counted, and told to the control clients waiting for it.
+    fn reload_failed(&mut self, why: String) {
+        self.tally.reloaded(None);
+        self.reload_ignored(&why);
+    }
+
+    fn reload_ignored(&mut self, why: &str) {
+        let gen = self.generations.number();
+        for id in std::mem::take(&mut self.waiting.reload) {
+            self.console.reply(
+                id,
+                Reply::Json(serde_json::json!({ "ok": false, "error": format!("reload failed: {why}; generation {gen} keeps serving") })),
+            );
+        }
+    }
+
+    fn reload_done(&mut self, took: std::time::Duration) {
+        self.tally.reloaded(Some(took));
+        let gen = self.generations.number();
+        for id in std::mem::take(&mut self.waiting.reload) {
+            self.console.reply(
+                id,
+                Reply::Json(serde_json::json!({ "ok": true, "generation": gen, "elapsed_ms": took.as_millis() as u64 })),
+            );
         }
     }
 
@@ -233,8 +293,23 @@ impl Arbiter {
             return warn!("Ignoring upgrade: the master is not running");
         }
         let fds = self.spawner.listener_fds();
+        // The new master binds the metrics address and the control socket itself.
+        self.console.release();
         self.upgrade
             .start(self.spawner.exe(), &fds, MASTER_ONLY_ENV);
+        if !self.upgrade.in_progress() {
+            self.upgrade_failed("the new master could not be started; see the log");
+        }
+    }
+
+    fn upgrade_failed(&mut self, why: &str) {
+        self.console.rebind();
+        for id in std::mem::take(&mut self.waiting.upgrade) {
+            self.console.reply(
+                id,
+                Reply::Json(serde_json::json!({ "ok": false, "error": format!("upgrade failed: {why}; this master keeps serving") })),
+            );
+        }
     }
 
     /// TERM: graceful (finish in-flight requests); INT, QUIT: quick.
@@ -297,6 +372,19 @@ impl Arbiter {
         if let Some(r) = &self.reloader {
             fds.extend(r.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         }
+        for (fd, out) in self.console.poll_fds() {
+            let flags = if out {
+                PollFlags::POLLIN | PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            fds.push(PollFd::new(fd, flags));
+        }
+        let timeout = if self.console.has_pending() {
+            PollTimeout::ZERO
+        } else {
+            timeout
+        };
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Halt::failure(format!("poll failed: {e}"))),
@@ -317,6 +405,7 @@ impl Arbiter {
             self.backoff.deadline(),
             self.systemd.next_deadline(),
             self.reloader.as_ref().and_then(DevReload::deadline),
+            self.console.deadline(),
         ];
         let retiring = self.workers.iter().filter_map(|w| w.retire_by);
         deadlines
@@ -336,6 +425,9 @@ impl Arbiter {
                 self.migrations_done(m, how)?;
             } else if self.upgrade.child_exited(pid, how) {
                 self.systemd.notify("READY=1");
+                self.upgrade_failed(&format!(
+                    "the new master ended with {how} before it was ready"
+                ));
             } else {
                 debug!(worker = pid.as_raw(), "Reaped unknown child {pid} ({how})");
             }
@@ -348,7 +440,20 @@ impl Arbiter {
             self.spawner.free_balance_slot(slot);
         }
         let pid = w.pid.as_raw();
-        let expected = w.retire_by.is_some() || matches!(self.phase, Phase::Stopping { .. });
+        let stopping = matches!(self.phase, Phase::Stopping { .. });
+        let expected = w.retire_by.is_some() || stopping;
+        let cause = if w.aborted_at.is_some() {
+            Some(Cause::Timeout)
+        } else if w.retire_by.is_some() {
+            w.cause
+        } else if stopping {
+            None
+        } else {
+            Some(Cause::Crash)
+        };
+        if let Some(c) = cause.filter(|c| !stopping || *c == Cause::Upgrade) {
+            self.tally.restarted(c);
+        }
         if !w.is_ready() && !expected {
             let reason = w.boot_failure(how, self.config().timeout);
             if !self.generations.booted() {
@@ -393,6 +498,7 @@ impl Arbiter {
         let full = ready as u32 >= self.num_workers;
         if full && !self.generations.booted() {
             self.generations.mark_booted();
+            self.tally.boot = Some(self.tally.started.elapsed());
             info!(
                 generation = gen,
                 workers = ready,
@@ -404,7 +510,8 @@ impl Arbiter {
         }
         let outgoing = self.workers.iter().any(|w| w.generation < gen);
         if self.generations.reloading() && full && !outgoing {
-            let ms = self.generations.complete().unwrap_or_default().as_millis() as u64;
+            let took = self.generations.complete().unwrap_or_default();
+            let ms = took.as_millis() as u64;
             info!(
                 generation = gen,
                 workers = ready,
@@ -413,6 +520,7 @@ impl Arbiter {
                 count(ready as u64, "worker")
             );
             self.systemd.notify("READY=1");
+            self.reload_done(took);
         }
     }
 
@@ -444,7 +552,14 @@ impl Arbiter {
             self.backoff.respawning();
         }
         for pid in plan.retire {
-            self.retire(pid);
+            let cause = match self.workers.iter().find(|w| w.pid == pid) {
+                Some(w) if w.generation < gen => Cause::Reload,
+                Some(w) if w.board.state() == crate::sys::scoreboard::State::WantsRetire => {
+                    Cause::MaxRequests
+                }
+                _ => Cause::Ttou,
+            };
+            self.retire(pid, Some(cause));
         }
         for _ in 0..plan.spawn {
             self.spawn_worker()?;
@@ -475,10 +590,11 @@ impl Arbiter {
         Ok(())
     }
 
-    fn retire(&mut self, pid: Pid) {
+    fn retire(&mut self, pid: Pid, cause: Option<Cause>) {
         let deadline = Instant::now() + self.graceful_timeout();
         if let Some(w) = self.workers.get_mut(pid) {
             w.retire_by = Some(deadline);
+            w.cause = cause;
             debug!(worker = pid.as_raw(), "Retiring worker (pid: {pid})");
             let _ = process::signal(pid, Sig::SIGTERM);
         }
@@ -488,7 +604,8 @@ impl Arbiter {
     fn start_generation(&mut self, loaded: Loaded) {
         let workers = loaded.config.workers;
         if let Err(e) = self.generations.begin(loaded, self.num_workers) {
-            return error!("Reload failed: {e}");
+            error!("Reload failed: {e}");
+            return self.reload_failed(e.to_string());
         }
         self.num_workers = workers;
         self.phase = Phase::Running;
@@ -519,11 +636,15 @@ impl Arbiter {
             .map(|w| w.pid)
             .collect();
         for pid in failed {
-            self.retire(pid);
+            self.retire(pid, None);
         }
         self.num_workers = r.num_workers;
         self.systemd
             .notify("READY=1\nSTATUS=Reload failed; previous generation serving");
+        self.reload_failed(format!(
+            "a worker of generation {} could not boot: {why}",
+            r.failed
+        ));
     }
 
     fn start_migrations(&mut self, then: Option<Box<Loaded>>) -> Result<(), Halt> {
@@ -541,6 +662,7 @@ impl Arbiter {
         if then.is_none() {
             self.systemd.migrations_started();
         }
+        self.tally.migrations_started();
         self.generations.migration_started(pid, then, handoff);
         Ok(())
     }
@@ -550,6 +672,7 @@ impl Arbiter {
             return Ok(());
         }
         let ok = how == Exit::Code(0);
+        self.tally.migrations_ended(ok);
         match (m.then, ok) {
             (None, true) => {
                 self.phase = Phase::Running;
@@ -591,6 +714,7 @@ impl Arbiter {
                     self.generations.number()
                 );
                 self.systemd.notify("READY=1");
+                self.reload_failed(why);
             }
         }
         Ok(())
@@ -608,7 +732,16 @@ impl Arbiter {
             ));
             self.spawner.keep_socket_paths();
             self.upgrade.detach();
+            for id in std::mem::take(&mut self.waiting.upgrade) {
+                self.console.reply(
+                    id,
+                    Reply::Json(serde_json::json!({ "ok": true, "new_master": new_pid.as_raw() })),
+                );
+            }
             self.stop(false);
+            for w in self.workers.iter_mut() {
+                w.cause = Some(Cause::Upgrade);
+            }
         }
         if self.upgrade.promoted() {
             info!("Master promoted: the previous master has exited");
@@ -634,6 +767,94 @@ impl Arbiter {
         process::stop_all(&pids, Sig::SIGQUIT, Duration::from_secs(2));
         info!("Shutting down: Master");
         halt
+    }
+
+    // ---- the console ----
+
+    /// Answers a console request, now or (for operations) once they are done.
+    fn answer(&mut self, ask: Ask) {
+        let (id, cmd) = match ask {
+            Ask::Metrics { id, format } => {
+                let snap = report::metrics(&self.workers, &self.tally, self.generations.number());
+                let body = report::encode(&snap, self.hooks.metrics, format);
+                let reply = Reply::Http {
+                    status: "200 OK",
+                    content_type: format.content_type(),
+                    body,
+                };
+                return self.console.reply(id, reply);
+            }
+            Ask::Control { id, cmd } => (id, cmd),
+        };
+        let refuse = |why: &str| Reply::Json(serde_json::json!({ "ok": false, "error": why }));
+        info!(command = ?cmd, "Control: {cmd:?}");
+        match cmd {
+            Cmd::Status => {
+                let facts = report::MasterFacts {
+                    generation: self.generations.number(),
+                    workers_wanted: self.num_workers,
+                    phase: match self.phase {
+                        Phase::Booting => "booting",
+                        Phase::Running => "running",
+                        Phase::Stopping { .. } => "stopping",
+                    },
+                    config_file: self.generations.loaded().file.as_deref(),
+                };
+                let doc = report::status(&self.workers, &self.tally, &facts);
+                self.console.reply(id, Reply::Json(doc));
+            }
+            _ if self.phase != Phase::Running => self.console.reply(
+                id,
+                refuse("the master is not running (booting or stopping)"),
+            ),
+            Cmd::Reload => {
+                self.waiting.reload.push(id);
+                self.handle_hup();
+            }
+            Cmd::Ttin => {
+                self.waiting.settle.push(id);
+                self.handle_ttin();
+            }
+            Cmd::Ttou if self.num_workers == 1 => self
+                .console
+                .reply(id, refuse("already at one worker, the fewest there can be")),
+            Cmd::Ttou => {
+                self.waiting.settle.push(id);
+                self.handle_ttou();
+            }
+            Cmd::Upgrade => {
+                self.waiting.upgrade.push(id);
+                self.handle_usr2();
+            }
+            Cmd::Stop { quick } => {
+                self.console.reply(
+                    id,
+                    Reply::Json(serde_json::json!({ "ok": true, "stopping": true })),
+                );
+                self.stop(quick);
+            }
+        }
+    }
+
+    /// Answers `ctl ttin`/`ttou` once the workers match the wanted number, all ready.
+    fn answer_settled(&mut self) {
+        if self.waiting.settle.is_empty() {
+            return;
+        }
+        let gen = self.generations.number();
+        let all_ready = self
+            .workers
+            .iter()
+            .all(|w| w.generation == gen && w.is_ready() && w.is_healthy());
+        let n = self.workers.iter().count();
+        if self.phase == Phase::Running && all_ready && n == self.num_workers as usize {
+            for id in std::mem::take(&mut self.waiting.settle) {
+                self.console.reply(
+                    id,
+                    Reply::Json(serde_json::json!({ "ok": true, "workers": n })),
+                );
+            }
+        }
     }
 
     // ---- small helpers ----

@@ -19,9 +19,11 @@
 //! [`signals`] and [`workers`].
 
 mod arbiter;
+mod console;
 mod dev_reload;
 mod generation;
 mod reconcile;
+mod report;
 mod signals;
 mod spawn;
 mod systemd;
@@ -87,6 +89,8 @@ pub(crate) fn run(o: Options) -> Result<(), Halt> {
     };
     let upgrade = upgrade::Upgrade::new(&o.args, parent_sock, o.loaded.config.pid.clone());
     let systemd = systemd::Systemd::from_env(&o.layers.env, successor)?;
+    crate::sys::proctitle::set("corral: master");
+    let console = console::Console::open(&o.loaded.config, o.loaded.config.pid.as_deref())?;
     info!(
         workers = o.loaded.config.workers,
         "Starting corral {} (pid: {pid})",
@@ -103,6 +107,7 @@ pub(crate) fn run(o: Options) -> Result<(), Halt> {
         pidfile,
         log: o.log,
         upgrade,
+        console,
     })?
     .run()
 }

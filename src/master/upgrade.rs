@@ -165,6 +165,11 @@ impl Upgrade {
         self.child.as_ref().map(|(pid, _)| *pid)
     }
 
+    /// Old side: a new master is being started.
+    pub(super) fn in_progress(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Old side: stop tracking the new master (it outlives us).
     pub(super) fn detach(&mut self) {
         self.child = None;

@@ -3,6 +3,8 @@
 //! module remembers.
 
 use super::reconcile::View;
+use super::report::Cause;
+use crate::metrics::Totals;
 use crate::sys::process::{self, Exit};
 use crate::sys::scoreboard::{Scoreboard, State};
 use nix::sys::signal::Signal;
@@ -29,6 +31,8 @@ pub(super) struct Worker {
     pub aborted_at: Option<Instant>,
     /// SIGKILL was sent by the master (so its death by SIGKILL is no surprise).
     pub killed: bool,
+    /// Why the master retired it, once it has.
+    pub cause: Option<Cause>,
 }
 
 impl Worker {
@@ -43,6 +47,7 @@ impl Worker {
             retire_by: None,
             aborted_at: None,
             killed: false,
+            cause: None,
         }
     }
 
@@ -154,6 +159,10 @@ pub(super) struct Workers {
     list: Vec<Worker>,
     /// Requests served by workers that are gone.
     served_by_gone: u64,
+    /// Series that workers now gone could not record.
+    dropped_by_gone: u64,
+    /// What workers now gone had counted, for the metrics.
+    pub totals: Totals,
 }
 
 impl Workers {
@@ -166,7 +175,24 @@ impl Workers {
         let i = self.list.iter().position(|w| w.pid == pid)?;
         let w = self.list.remove(i);
         self.served_by_gone += w.board.requests();
+        self.dropped_by_gone += w.board.stats().dropped();
+        self.totals.fold_gone(w.board.stats());
         Some(w)
+    }
+
+    /// Requests served by every worker this master has had.
+    pub(super) fn requests_served(&self) -> u64 {
+        self.served_by_gone + self.list.iter().map(|w| w.board.requests()).sum::<u64>()
+    }
+
+    /// Metric series workers could not record (their table was full).
+    pub(super) fn dropped_series(&self) -> u64 {
+        self.dropped_by_gone
+            + self
+                .list
+                .iter()
+                .map(|w| w.board.stats().dropped())
+                .sum::<u64>()
     }
 
     /// The table as [`super::reconcile::plan`] sees it.
@@ -190,8 +216,7 @@ impl Workers {
             .iter()
             .filter(|w| w.generation == generation && w.is_ready())
             .count();
-        let served: u64 =
-            self.served_by_gone + self.list.iter().map(|w| w.board.requests()).sum::<u64>();
+        let served = self.requests_served();
         format!("{ready}/{want} workers ready, generation {generation}, {served} requests served")
     }
 

@@ -160,12 +160,16 @@ impl Db {
                 Pool::Sqlite(options.connect_lazy_with(url.sqlite_options(false)?))
             }
         };
-        Ok(Db {
+        let db = Db {
             prepares: cfg.statement_cache || url.dialect() == Dialect::Sqlite,
             pool,
             health: Arc::default(),
             sqlite_path: url.sqlite_path().map(PathBuf::from),
-        })
+        };
+        if crate::metrics::enabled() && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(publish_pool(db.pool.clone()));
+        }
+        Ok(db)
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -230,6 +234,9 @@ impl Db {
     /// (see [`is_unavailable`]; lock contention excluded) makes [`Db::healthy`] false
     /// for a few seconds, or until a query succeeds again.
     pub(crate) fn observe<T>(&self, r: &Result<T, sqlx::Error>) {
+        if matches!(r, Err(e) if !matches!(e, sqlx::Error::RowNotFound)) {
+            crate::metrics::inc("db_client_errors_total", &[]);
+        }
         let failed = &self.health.last_failure_ms;
         match r {
             Err(e) if is_unavailable(e) && !is_contention(e) => {
@@ -343,6 +350,22 @@ macro_rules! on_db {
     }};
 }
 pub(crate) use on_db;
+
+/// Publishes the pool's connections in use and idle, every second, for the master to sum
+/// (`db_client_connections`); ends with the worker.
+async fn publish_pool(pool: Pool) {
+    loop {
+        let (size, idle) = match &pool {
+            Pool::Postgres(p) => (p.size(), p.num_idle()),
+            Pool::Sqlite(p) => (p.size(), p.num_idle()),
+        };
+        let idle = idle as u64;
+        crate::metrics::gauge_set("db_client_connections", &[("state", "idle")], idle as i64);
+        let used = u64::from(size).saturating_sub(idle);
+        crate::metrics::gauge_set("db_client_connections", &[("state", "used")], used as i64);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
 
 /// What can go wrong in storage.
 #[derive(Debug)]

@@ -10,7 +10,9 @@ pub mod listener;
 pub mod notify;
 pub mod pidfile;
 pub mod process;
+pub mod proctitle;
 pub mod scoreboard;
+pub mod stats;
 pub mod watch;
 
 use nix::time::{clock_gettime, ClockId};

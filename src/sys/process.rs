@@ -211,3 +211,48 @@ pub fn current_exe() -> io::Result<PathBuf> {
 pub fn parent_pid() -> Pid {
     nix::unistd::getppid()
 }
+
+/// What a process uses, from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub rss_bytes: u64,
+    /// User and system time.
+    pub cpu_secs: f64,
+}
+
+/// `pid`'s resident memory and CPU time; `None` once it is gone.
+pub fn usage(pid: Pid) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    let ticks = clock_ticks();
+    Some(Usage {
+        cpu_secs: (num(11)? + num(12)?) as f64 / ticks,
+        rss_bytes: num(21)? * page_size(),
+    })
+}
+
+/// CPU time of this process's children that have ended and been reaped.
+pub fn reaped_children_cpu_secs() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64)
+}

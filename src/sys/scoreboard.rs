@@ -1,9 +1,10 @@
 //! A worker's scoreboard: one page of shared memory (a `memfd`) that the worker writes and
 //! its master reads, after Apache's scoreboard.
 //!
-//! It carries the heartbeat (a `CLOCK_MONOTONIC` timestamp), the worker's state (booting,
+//! Its first page carries the heartbeat (a `CLOCK_MONOTONIC` timestamp), the worker's state (booting,
 //! ready, retiring), its request count, a boot-failure message, and the requests in
-//! flight (method, path, request id, start time). The master reads it to detect hung
+//! flight (method, path, request id, start time); the pages after it hold the worker's
+//! metrics ([`Stats`]). The master reads it to detect hung
 //! workers and to say what a hung worker was doing when it kills it: a worker that is
 //! stopped or spinning cannot tell anyone, but its scoreboard still can.
 //!
@@ -17,6 +18,8 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+pub use super::stats::Stats;
 
 /// Requests in flight that a scoreboard can describe at once.
 pub const SLOTS: usize = 8;
@@ -58,11 +61,12 @@ struct Board {
 const SIZE: usize = std::mem::size_of::<Board>();
 const _: () = assert!(SIZE <= 4096, "a scoreboard fits in one page");
 
-/// One page of shared memory (a memfd), mapped read-write: the storage of a
-/// [`Scoreboard`] and of the [`Balance`] board.
+/// Pages of shared memory (a memfd), mapped read-write: the storage of a [`Scoreboard`]
+/// (its board, then its [`Stats`]) and of the [`Balance`] board.
 struct SharedPage {
     fd: OwnedFd,
     ptr: NonNull<u8>,
+    len: usize,
 }
 
 // SAFETY: the page is only accessed through atomics (see its users); the pointer stays
@@ -72,25 +76,35 @@ unsafe impl Send for SharedPage {}
 unsafe impl Sync for SharedPage {}
 
 impl SharedPage {
-    fn create(name: &std::ffi::CStr) -> std::io::Result<SharedPage> {
+    fn create(name: &std::ffi::CStr, len: usize) -> std::io::Result<SharedPage> {
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)?;
-        nix::unistd::ftruncate(&fd, 4096)?;
-        SharedPage::map(fd)
+        nix::unistd::ftruncate(&fd, len as i64)?;
+        SharedPage::map(fd, len)
     }
 
-    fn open(fd: RawFd) -> std::io::Result<SharedPage> {
-        SharedPage::map(super::adopt_fd(fd)?)
+    /// Maps an inherited memfd, which must be at least `len` bytes long.
+    fn open(fd: RawFd, len: usize) -> std::io::Result<SharedPage> {
+        let fd = super::adopt_fd(fd)?;
+        let size = nix::sys::stat::fstat(&fd)?.st_size;
+        if (size as usize) < len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("shared memory is {size} bytes, expected {len}"),
+            ));
+        }
+        SharedPage::map(fd, len)
     }
 
-    fn map(fd: OwnedFd) -> std::io::Result<SharedPage> {
-        let len = NonZeroUsize::new(4096).expect("non-zero");
-        // SAFETY: a fresh shared mapping of a 4096-byte memfd; no other mapping aliases
-        // this range in this process, and users read it only through atomics, whose
-        // alignment (at most 8) a page-aligned address satisfies.
+    fn map(fd: OwnedFd, len: usize) -> std::io::Result<SharedPage> {
+        let nz = NonZeroUsize::new(len).expect("non-zero");
+        // SAFETY: a fresh shared mapping of a memfd at least `len` bytes long (checked by
+        // the callers); no other mapping aliases this range in this process, and users
+        // read it only through atomics, whose alignment (at most 8) a page-aligned
+        // address satisfies.
         let ptr = unsafe {
             mmap(
                 None,
-                len,
+                nz,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
                 fd.as_fd(),
@@ -100,28 +114,34 @@ impl SharedPage {
         Ok(SharedPage {
             fd,
             ptr: ptr.cast(),
+            len,
         })
     }
 
-    /// The page viewed as a `T` made of atomics (all-zero bytes must be a valid `T`).
-    fn get<T>(&self) -> &T {
-        const { assert!(std::mem::size_of::<T>() <= 4096) };
-        // SAFETY: the mapping is live, page-aligned and 4096 bytes long for as long as
-        // `self`; it was zero-filled by ftruncate; callers only use types made of atomics,
-        // for which any bytes written by another process through those atomics are valid.
-        unsafe { self.ptr.cast::<T>().as_ref() }
+    /// The bytes at page-aligned `offset` viewed as a `T` made of atomics (all-zero bytes
+    /// must be a valid `T`).
+    fn get<T>(&self, offset: usize) -> &T {
+        assert!(offset % 4096 == 0 && offset + std::mem::size_of::<T>() <= self.len);
+        // SAFETY: the mapping is live, page-aligned and `len` bytes long for as long as
+        // `self`, and the assertion keeps `T` inside it at an aligned offset; it was
+        // zero-filled by ftruncate; callers only use types made of atomics, for which any
+        // bytes written by another process through those atomics are valid.
+        unsafe { self.ptr.add(offset).cast::<T>().as_ref() }
     }
 }
 
 impl Drop for SharedPage {
     fn drop(&mut self) {
-        // SAFETY: unmaps the 4096-byte mapping made in `map`, once; no reference into it
-        // outlives `self`.
+        // SAFETY: unmaps the mapping made in `map`, once; no reference into it outlives
+        // `self`.
         unsafe {
-            let _ = munmap(self.ptr.cast(), 4096);
+            let _ = munmap(self.ptr.cast(), self.len);
         }
     }
 }
+
+/// Bytes of a scoreboard: the board's page, then the stats table's pages.
+const BOARD_LEN: usize = 4096 + std::mem::size_of::<Stats>().div_ceil(4096) * 4096;
 
 /// A mapping of one worker's scoreboard, in the master or in the worker itself.
 pub struct Scoreboard {
@@ -132,7 +152,7 @@ impl Scoreboard {
     /// Creates a fresh, zeroed scoreboard (master side, before spawning the worker).
     pub fn create() -> std::io::Result<Scoreboard> {
         let sb = Scoreboard {
-            page: SharedPage::create(c"corral-scoreboard")?,
+            page: SharedPage::create(c"corral-scoreboard", BOARD_LEN)?,
         };
         sb.board().magic.store(MAGIC, Release);
         sb.board()
@@ -144,7 +164,7 @@ impl Scoreboard {
     /// Maps the scoreboard whose descriptor this worker inherited.
     pub fn open(fd: RawFd) -> std::io::Result<Scoreboard> {
         let sb = Scoreboard {
-            page: SharedPage::open(fd)?,
+            page: SharedPage::open(fd, BOARD_LEN)?,
         };
         if sb.board().magic.load(Acquire) != MAGIC {
             return Err(std::io::Error::new(
@@ -156,7 +176,13 @@ impl Scoreboard {
     }
 
     fn board(&self) -> &Board {
-        self.page.get()
+        self.page.get(0)
+    }
+
+    /// The worker's metrics (it records, the master sums); its pages are touched only
+    /// when metrics are on.
+    pub fn stats(&self) -> &Stats {
+        self.page.get(4096)
     }
 
     /// The descriptor to hand to the worker.
@@ -239,6 +265,10 @@ impl Scoreboard {
         self.board().requests.load(Relaxed)
     }
 
+    pub fn connections(&self) -> u64 {
+        self.board().connections.load(Relaxed)
+    }
+
     pub fn message(&self) -> Option<String> {
         let b = self.board();
         let len = b.message_len.load(Acquire) as usize;
@@ -300,7 +330,8 @@ fn fill<'a>(buf: &'a mut [u8], parts: &[&[u8]]) -> &'a [u8] {
     &buf[..n]
 }
 
-fn write_words(words: &[AtomicU64], bytes: &[u8]) -> usize {
+/// Stores `bytes` in `words` (cut to fit); returns how many were stored.
+pub(super) fn write_words(words: &[AtomicU64], bytes: &[u8]) -> usize {
     let len = bytes.len().min(words.len() * 8);
     for (i, chunk) in bytes[..len].chunks(8).enumerate() {
         let mut w = [0u8; 8];
@@ -310,7 +341,8 @@ fn write_words(words: &[AtomicU64], bytes: &[u8]) -> usize {
     len
 }
 
-fn read_words(words: &[AtomicU64], len: usize) -> Vec<u8> {
+/// The first `len` bytes stored in `words`.
+pub(super) fn read_words(words: &[AtomicU64], len: usize) -> Vec<u8> {
     let len = len.min(words.len() * 8);
     let mut out = Vec::with_capacity(len);
     for w in words.iter().take(len.div_ceil(8)) {
@@ -368,19 +400,19 @@ impl Balance {
     /// Creates the board (master side).
     pub fn create() -> std::io::Result<Balance> {
         Ok(Balance {
-            page: SharedPage::create(c"corral-balance")?,
+            page: SharedPage::create(c"corral-balance", 4096)?,
         })
     }
 
     /// Maps the board a worker inherited.
     pub fn open(fd: RawFd) -> std::io::Result<Balance> {
         Ok(Balance {
-            page: SharedPage::open(fd)?,
+            page: SharedPage::open(fd, 4096)?,
         })
     }
 
     fn slots(&self) -> &[AtomicU64; BALANCE_SLOTS] {
-        self.page.get()
+        self.page.get(0)
     }
 
     pub fn raw_fd(&self) -> RawFd {

@@ -45,6 +45,7 @@ where
     Fut: Future<Output = Result<S, BootError>>,
     S: AppService,
 {
+    crate::sys::proctitle::set(&format!("corral: worker [gen {}]", args.generation));
     let board = match Scoreboard::open(args.scoreboard) {
         Ok(b) => Arc::new(b),
         Err(e) => {
@@ -80,6 +81,9 @@ where
             ))
         }
     };
+    if config.metrics_bind.is_some() {
+        crate::metrics::install(board.clone());
+    }
     let access_log = match &config.access_logfile {
         Some(dest) => match http::access_log::AccessLog::open(dest, format) {
             Ok(a) => Some(a),

@@ -10,4 +10,5 @@ mod faults; // a full disk, a read-only or deleted database file, an unopenable 
 mod http; // limits, timeouts, request ids, access log
 mod master; // supervision, signals, reloads, recycling, shutdown, boot failure
 mod migrate; // migrations at boot, the migrate CLI, locking, SQLite and PostgreSQL
+mod observe; // metrics from the master, the control socket, status, ctl, top, process titles
 mod platform; // systemd, USR2 upgrades, Heroku and honcho, --reload

@@ -10,24 +10,6 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
 
-/// Whether an external tool is installed; outside CI a missing one skips the test, loudly.
-fn have(tool: &str, test: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{tool} is required under CI (.ci/run installs it)");
-        }
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {tool} is not installed");
-    }
-    found
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

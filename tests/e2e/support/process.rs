@@ -551,3 +551,21 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Whether an external tool is installed; outside CI a missing one skips the test, loudly.
+pub fn have(tool: &str, test: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is required under CI (.ci/run installs it)");
+        }
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {tool} is not installed");
+    }
+    found
+}
