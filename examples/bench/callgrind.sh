@@ -6,6 +6,7 @@
 #   examples/bench/callgrind.sh                    # corral (and hyper_jwt when present)
 #   CORRAL=/path/to/other/corral examples/bench/callgrind.sh   # another build, same method
 #   N=2000 PATHS="/hello/ /healthz" examples/bench/callgrind.sh
+#   CORRAL_ARGS="--metrics-bind 127.0.0.1:0" examples/bench/callgrind.sh   # with metrics on
 #
 # Method: each server runs twice under callgrind (one worker for corral), once serving
 # WARM keep-alive requests and once WARM + N; the difference of the two runs' total
@@ -59,7 +60,7 @@ one_run() {
   port=$(free_port); prefix="$DATA/$name.$count.$(echo "$path" | tr -c 'a-z' _)"
   if [[ $name == corral ]]; then
     (cd "$DATA" && exec valgrind -q --tool=callgrind --trace-children=yes --callgrind-out-file="$prefix.%p" \
-      "$CORRAL" serve -b 127.0.0.1:$port -w 1 --log-level warning) & pid=$!
+      "$CORRAL" serve -b 127.0.0.1:$port -w 1 --log-level warning ${CORRAL_ARGS:-}) & pid=$!
   else
     valgrind -q --tool=callgrind --callgrind-out-file="$prefix.%p" "$HYPER" "$port" & pid=$!
   fi

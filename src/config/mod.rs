@@ -79,6 +79,9 @@ pub struct Config {
     /// Access log destination (`-` is stdout); off when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub access_logfile: Option<String>,
+    /// The access log's format, in Gunicorn's atoms; Gunicorn's default when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub access_logformat: Option<crate::http::access_log::Template>,
     /// Error log destination (`-` is stderr).
     pub error_logfile: String,
     pub log_level: LogLevel,

@@ -115,6 +115,10 @@ fn parse_bind(s: &str) -> Result<(), String> {
     BindAddr::parse(s).map(drop).map_err(|e| e.to_string())
 }
 
+fn parse_logformat(s: &str) -> Result<(), String> {
+    crate::http::access_log::Template::parse(s).map(drop)
+}
+
 fn parse_control_socket(s: &str) -> Result<(), String> {
     super::ControlSocket::try_from(s.to_string()).map(drop)
 }
@@ -235,6 +239,10 @@ pub(crate) static KEYS: &[Key] = &[
         ..flag("control_socket", None, "control-socket", Kind::Str, "The master's control socket, for corral status, ctl and top: a path, `none`, or `default` (beside the pidfile, else $RUNTIME_DIRECTORY or $XDG_RUNTIME_DIR)")
     },
     flag("access_logfile", None, "access-logfile", Kind::Str, "Access log file, in Gunicorn's format ('-' = stdout); off when unset"),
+    Key {
+        parse: Some(parse_logformat),
+        ..flag("access_logformat", None, "access-logformat", Kind::Str, "The access log's format, with Gunicorn's atoms: %(h)s %(l)s %(u)s %(t)s %(r)s %(m)s %(U)s %(q)s %(H)s %(s)s %(B)s %(b)s %(f)s %(a)s %(T)s %(D)s %(M)s %(L)s %(p)s, %({header}i)s and %({header}o)s; Gunicorn's default when unset")
+    },
     flag("error_logfile", None, "error-logfile", Kind::Str, "Error log file ('-' = stderr)"),
     flag("log_level", None, "log-level", Kind::Enum(LogLevel::NAMES), "debug, info, warning, error or critical"),
     flag("log_format", None, "log-format", Kind::Enum(LogFormat::NAMES), "text (Gunicorn-like lines) or json (one object per line)"),
@@ -285,6 +293,7 @@ pub(crate) fn defaults() -> Config {
         metrics_bind: None,
         control_socket: super::ControlSocket::Default,
         access_logfile: None,
+        access_logformat: None,
         error_logfile: "-".into(),
         log_level: LogLevel::Info,
         log_format: LogFormat::Text,
@@ -336,6 +345,7 @@ mod tests {
         // Fill the optional fields so they appear in the serialised form.
         c.pid = Some("x".into());
         c.access_logfile = Some("-".into());
+        c.access_logformat = Some(crate::http::access_log::Template::parse("%(h)s").unwrap());
         c.metrics_bind = Some(BindAddr::parse("127.0.0.1:9100").unwrap());
         c.database.migrations_dir = Some("x".into());
         c.database.pool_size = Some(2);

@@ -167,6 +167,8 @@ fn request_timeout(io: &Conn, peer: Option<SocketAddr>, shared: &Shared) {
             user_agent: None,
             request_id: id.to_str().unwrap_or("-"),
             duration: shared.settings.header_timeout,
+            request_headers: &[],
+            response_headers: None,
         });
     }
 }
@@ -196,7 +198,7 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
         let shared = self.shared.clone();
         let activity = self.activity.clone();
         let peer = self.peer;
-        let log = Logged::of(&req, shared.access_log.is_some());
+        let log = shared.access_log.as_ref().map(|a| Logged::of(&req, a));
         let slot = shared.take_slot();
         if let Some(i) = slot {
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -275,24 +277,14 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
                     user_agent: log.user_agent.as_deref(),
                     request_id: id.to_str().unwrap_or("-"),
                     duration: started.elapsed(),
+                    request_headers: &log.headers,
+                    response_headers: Some(resp.headers()),
                 });
             }
             if metered {
                 let route = resp.extensions().get::<Route>().map_or("other", |r| r.0);
-                let mut code = itoa::Buffer::new();
-                let labels = [
-                    ("http_request_method", method),
-                    ("http_route", route),
-                    (
-                        "http_response_status_code",
-                        code.format(resp.status().as_u16()),
-                    ),
-                ];
-                crate::metrics::observe_seconds(
-                    "http_server_request_duration_seconds",
-                    &labels,
-                    started.elapsed(),
-                );
+                let status = resp.status().as_u16();
+                crate::metrics::observe_request(method, route, status, started.elapsed());
             }
             drop(active);
             if let Some(i) = slot {
@@ -311,14 +303,14 @@ struct ActiveRequest;
 
 impl ActiveRequest {
     fn begin() -> ActiveRequest {
-        crate::metrics::gauge_add("http_server_active_requests", &[], 1);
+        crate::metrics::active_requests(1);
         ActiveRequest
     }
 }
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        crate::metrics::gauge_add("http_server_active_requests", &[], -1);
+        crate::metrics::active_requests(-1);
     }
 }
 
@@ -330,13 +322,20 @@ struct Logged {
     version: &'static str,
     referer: Option<String>,
     user_agent: Option<String>,
+    /// The headers `--access-logformat` names.
+    headers: Vec<(hyper::header::HeaderName, String)>,
 }
 
 impl Logged {
-    fn of(req: &Request<Incoming>, enabled: bool) -> Option<Logged> {
-        if !enabled {
-            return None;
-        }
+    fn of(req: &Request<Incoming>, log: &super::access_log::AccessLog) -> Logged {
+        let headers = log
+            .wanted_request_headers()
+            .iter()
+            .filter_map(|n| {
+                let v = req.headers().get(n)?;
+                Some((n.clone(), super::access_log::logged_header(n, v.as_bytes())))
+            })
+            .collect();
         let header = |n| {
             req.headers()
                 .get(n)
@@ -346,7 +345,8 @@ impl Logged {
             .uri()
             .path_and_query()
             .map_or_else(|| req.uri().to_string(), |p| p.to_string());
-        Some(Logged {
+        Logged {
+            headers,
             method: req.method().to_string(),
             target: redact::target(&target).into_owned(),
             version: match req.version() {
@@ -356,7 +356,7 @@ impl Logged {
             },
             referer: header(REFERER).map(|r| redact::target(&r).into_owned()),
             user_agent: header(USER_AGENT).map(|u| redact::jwt(&u).into_owned()),
-        })
+        }
     }
 }
 

@@ -284,16 +284,10 @@ impl Shared {
     fn connection_opened(&self) {
         let n = self.connections.fetch_add(1, Relaxed) + 1;
         self.publish(n);
-        if crate::metrics::enabled() {
-            crate::metrics::inc("http_server_connections_total", &[]);
-            crate::metrics::gauge_add("http_server_open_connections", &[], 1);
-        }
+        crate::metrics::connection_accepted();
     }
 
     fn connection_closed(&self) {
-        if crate::metrics::enabled() {
-            crate::metrics::gauge_add("http_server_open_connections", &[], -1);
-        }
         let n = self.connections.fetch_sub(1, Relaxed) - 1;
         self.publish(n);
         if n == 0 {

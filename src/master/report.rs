@@ -160,6 +160,13 @@ pub(super) fn metrics(workers: &Workers, tally: &Tally, generation: u64) -> tota
         Kind::Counter,
         workers.requests_served() as f64,
     );
+    let live = |f: fn(&Worker) -> f64| workers.iter().map(f).sum::<f64>();
+    let active = live(|w| w.board.active_requests() as f64);
+    let open = live(|w| w.board.connections() as f64);
+    set("http_server_active_requests", "", Kind::Gauge, active);
+    set("http_server_open_connections", "", Kind::Gauge, open);
+    let accepted = workers.connections_accepted() as f64;
+    set("http_server_connections_total", "", Kind::Counter, accepted);
     set(
         "corral_metrics_dropped_total",
         "",

@@ -161,6 +161,8 @@ pub(super) struct Workers {
     served_by_gone: u64,
     /// Series that workers now gone could not record.
     dropped_by_gone: u64,
+    /// Connections accepted by workers now gone.
+    accepted_by_gone: u64,
     /// What workers now gone had counted, for the metrics.
     pub totals: Totals,
 }
@@ -176,6 +178,7 @@ impl Workers {
         let w = self.list.remove(i);
         self.served_by_gone += w.board.requests();
         self.dropped_by_gone += w.board.stats().dropped();
+        self.accepted_by_gone += w.board.connections_accepted();
         self.totals.fold_gone(w.board.stats());
         Some(w)
     }
@@ -183,6 +186,16 @@ impl Workers {
     /// Requests served by every worker this master has had.
     pub(super) fn requests_served(&self) -> u64 {
         self.served_by_gone + self.list.iter().map(|w| w.board.requests()).sum::<u64>()
+    }
+
+    /// Connections accepted by every worker this master has had.
+    pub(super) fn connections_accepted(&self) -> u64 {
+        self.accepted_by_gone
+            + self
+                .list
+                .iter()
+                .map(|w| w.board.connections_accepted())
+                .sum::<u64>()
     }
 
     /// Metric series workers could not record (their table was full).

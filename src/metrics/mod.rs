@@ -44,6 +44,21 @@ fn stats() -> Option<&'static Stats> {
     BOARD.get().map(|b| b.stats())
 }
 
+/// A request began (`+1`) or ended (`-1`): `http_server_active_requests`, a fixed field
+/// of the scoreboard.
+pub(crate) fn active_requests(delta: i64) {
+    if let Some(b) = BOARD.get() {
+        b.add_active(delta);
+    }
+}
+
+/// `http_server_connections_total`, a fixed field of the scoreboard.
+pub(crate) fn connection_accepted() {
+    if let Some(b) = BOARD.get() {
+        b.connection_accepted();
+    }
+}
+
 /// Whether this process records metrics.
 pub fn enabled() -> bool {
     BOARD.get().is_some()
@@ -86,6 +101,57 @@ pub fn observe_seconds(family: &str, labels: &[(&str, &str)], d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         with_name(family, labels, |name| s.observe(name, bucket, nanos));
     }
+}
+
+/// `http_server_request_duration_seconds` for one request. The series' slot is
+/// remembered per thread by (method, route, status), so a request costs a short scan and
+/// two atomic adds: no name to build or hash (this runs on every request).
+pub(crate) fn observe_request(method: &'static str, route: &'static str, status: u16, d: Duration) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SLOTS: RefCell<Vec<(usize, usize, u16, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+    let Some(s) = stats() else { return };
+    let key = (method.as_ptr() as usize, route.as_ptr() as usize, status);
+    let cached = SLOTS.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|e| (e.0, e.1, e.2) == key)
+            .map(|e| e.3)
+    });
+    let slot = match cached {
+        Some(i) => i,
+        None => {
+            let mut code = itoa::Buffer::new();
+            let labels = [
+                ("http_request_method", method),
+                ("http_route", route),
+                ("http_response_status_code", code.format(status)),
+            ];
+            let mut found = None;
+            with_name("http_server_request_duration_seconds", &labels, |name| {
+                found = s.index(Kind::Histogram, name);
+            });
+            let Some(i) = found else { return };
+            SLOTS.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() < 128 {
+                    c.push((key.0, key.1, key.2, i));
+                }
+            });
+            i
+        }
+    };
+    let secs = d.as_secs_f64();
+    let bucket = BOUNDS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(BUCKETS - 1);
+    s.observe_at(
+        slot,
+        bucket,
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+    );
 }
 
 /// The series' key, `family{a="x",b="y"}`, built on the stack (no allocation on the

@@ -54,6 +54,9 @@ struct Board {
     message_len: AtomicU32,
     requests: AtomicU64,
     connections: AtomicU64,
+    /// Metrics kept in fixed fields, so the request path needs no lookup for them.
+    active_requests: AtomicU64,
+    connections_accepted: AtomicU64,
     message: [AtomicU64; MESSAGE_WORDS],
     slots: [Slot; SLOTS],
 }
@@ -210,6 +213,17 @@ impl Scoreboard {
         self.board().connections.store(n, Relaxed);
     }
 
+    /// A request began (`+1`) or ended (`-1`).
+    pub fn add_active(&self, delta: i64) {
+        self.board()
+            .active_requests
+            .fetch_add(delta as u64, Relaxed);
+    }
+
+    pub fn connection_accepted(&self) {
+        self.board().connections_accepted.fetch_add(1, Relaxed);
+    }
+
     /// Records why the worker could not boot, for the master's one-line reason.
     pub fn set_message(&self, msg: &str) {
         let b = self.board();
@@ -267,6 +281,14 @@ impl Scoreboard {
 
     pub fn connections(&self) -> u64 {
         self.board().connections.load(Relaxed)
+    }
+
+    pub fn active_requests(&self) -> i64 {
+        self.board().active_requests.load(Relaxed) as i64
+    }
+
+    pub fn connections_accepted(&self) -> u64 {
+        self.board().connections_accepted.load(Relaxed)
     }
 
     pub fn message(&self) -> Option<String> {

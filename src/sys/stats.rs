@@ -96,7 +96,23 @@ impl Stats {
 
     /// Records one observation of `nanos` in `bucket` (`0..BUCKETS`).
     pub fn observe(&self, name: &[u8], bucket: usize, nanos: u64) {
-        if let Some(s) = self.find(Kind::Histogram, name) {
+        if let Some(i) = self.index(Kind::Histogram, name) {
+            self.observe_at(i, bucket, nanos);
+        }
+    }
+
+    /// The slot of a series (claimed on first use), for callers that remember it.
+    pub fn index(&self, kind: Kind, name: &[u8]) -> Option<usize> {
+        let s = self.find(kind, name)?;
+        Some(
+            (s as *const Series as usize - self.series.as_ptr() as usize)
+                / std::mem::size_of::<Series>(),
+        )
+    }
+
+    /// [`Stats::observe`] into the histogram at slot `i` (from [`Stats::index`]).
+    pub fn observe_at(&self, i: usize, bucket: usize, nanos: u64) {
+        if let Some(s) = self.series.get(i) {
             s.buckets[bucket.min(BUCKETS - 1)].fetch_add(1, Relaxed);
             s.sum.fetch_add(nanos, Relaxed);
         }
@@ -172,7 +188,7 @@ impl Stats {
             if s.hash.load(Relaxed) == hash
                 && s.kind.load(Relaxed) == kind as u32
                 && s.name_len.load(Relaxed) as usize == name.len()
-                && read_words(&s.name, name.len()) == name
+                && same_words(&s.name, name)
             {
                 return Some(s);
             }
@@ -180,6 +196,15 @@ impl Stats {
         self.dropped.fetch_add(1, Relaxed);
         None
     }
+}
+
+/// Whether `words` hold `bytes` (compared in place: this runs on every request).
+fn same_words(words: &[AtomicU64], bytes: &[u8]) -> bool {
+    bytes.chunks(8).zip(words).all(|(chunk, w)| {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        w.load(Relaxed) == u64::from_le_bytes(b)
+    })
 }
 
 fn fnv1a(b: &[u8]) -> u64 {

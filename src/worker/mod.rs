@@ -85,10 +85,12 @@ where
         crate::metrics::install(board.clone());
     }
     let access_log = match &config.access_logfile {
-        Some(dest) => match http::access_log::AccessLog::open(dest, format) {
-            Ok(a) => Some(a),
-            Err(e) => return fail(format!("cannot open access log {dest}: {e}")),
-        },
+        Some(dest) => {
+            match http::access_log::AccessLog::open(dest, format, config.access_logformat.clone()) {
+                Ok(a) => Some(a),
+                Err(e) => return fail(format!("cannot open access log {dest}: {e}")),
+            }
+        }
         None => None,
     };
     let wake = match crate::sys::adopt_fd(args.wake_fd) {

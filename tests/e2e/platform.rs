@@ -266,6 +266,23 @@ fn usr2_upgrade_under_load() {
     assert!(!dir.join("corral.pid.2").exists());
     assert_eq!(http(&c.addr, "GET", "/healthz", &[], b"").status, 200);
     assert!(!children(new).is_empty());
+    // The control socket (beside the pidfile by default) passed to the new master.
+    let sock = dir.join("corral.sock");
+    let status = eventually(T, "the new master on the control socket", || {
+        let out = run(
+            dir.path(),
+            &[
+                "status",
+                "--json",
+                "--control-socket",
+                sock.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        (v["master"]["pid"] == new).then_some(v)
+    });
+    assert_eq!(status["workers"].as_array().unwrap().len(), 2);
 }
 
 /// USR2 with a binary that cannot boot: the old master says so and keeps serving.
@@ -274,7 +291,11 @@ fn usr2_with_a_broken_binary_keeps_the_old_master() {
     let dir = TempDir::new("usr2bad");
     let exe = dir.join("corral-copy");
     std::fs::copy(BIN, &exe).unwrap();
-    let c = Corral::plain(1).exe(&exe).dir(dir.path()).start();
+    let c = Corral::plain(1)
+        .exe(&exe)
+        .dir(dir.path())
+        .args(["--control-socket", dir.join("ctl.sock").to_str().unwrap()])
+        .start();
     let workers = c.wait_workers(1, &[], T);
     // Replace the binary on disk (rename, as a deploy would) with one that fails at once.
     let broken = dir.join("broken");
@@ -283,7 +304,17 @@ fn usr2_with_a_broken_binary_keeps_the_old_master() {
     std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::rename(&broken, &exe).unwrap();
     let mark = c.mark();
-    c.signal("USR2");
+    // `ctl upgrade` is USR2 answered once done: here, with the failure.
+    let sock = dir.join("ctl.sock");
+    let sock = sock.to_str().unwrap();
+    let out = run(
+        dir.path(),
+        &["ctl", "upgrade", "--control-socket", sock],
+        &[],
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("upgrade failed"), "{}", out.stderr);
+    assert!(out.stderr.contains("keeps serving"), "{}", out.stderr);
     let line = c.expect_log_after(mark, "Upgrade failed", T);
     assert!(
         line.contains("exit code 1") && line.contains("keeps serving"),
@@ -292,6 +323,8 @@ fn usr2_with_a_broken_binary_keeps_the_old_master() {
     assert_eq!(c.get("/healthz").status, 200);
     assert_eq!(c.worker_pids(), workers);
     assert!(alive(c.pid));
+    let out = run(dir.path(), &["status", "--control-socket", sock], &[]);
+    assert_eq!(out.code, Some(0), "the control socket is back: {out:?}");
 }
 
 /// The Procfile's `web:` line, run by honcho (as `heroku local` would) with PORT set,

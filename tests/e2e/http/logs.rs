@@ -123,3 +123,55 @@ fn running_out_of_descriptors_does_not_flood_the_log() {
     drop(held);
     assert_eq!(c.get("/healthz").status, 200, "the worker serves again");
 }
+
+/// `--access-logformat` takes Gunicorn's atoms, headers included, and never logs a
+/// credential; an unknown atom is refused with exit 2, naming the key.
+#[test]
+fn access_logformat_takes_gunicorn_atoms() {
+    let format = "%(h)s|%(m)s|%(U)s|%(q)s|%(s)s|%(B)s|%(p)s|%({x-request-id}o)s|%({x-client}i)s|%({authorization}i)s|%(M)s";
+    let c = Corral::plain(1)
+        .args(["--access-logfile", "-", "--access-logformat", format])
+        .start();
+    let id = "f9c1a2b3-0000-4000-8000-123456789abc";
+    http(
+        &c.addr,
+        "GET",
+        "/healthz?password=hunter2&x=1",
+        &[
+            ("X-Request-ID", id),
+            ("X-Client", "app/2"),
+            ("Authorization", "Bearer abc.def.ghi"),
+        ],
+        b"",
+    );
+    let (_, line) = c.stdout.wait_for(0, "/healthz", T).expect("access line");
+    let f: Vec<&str> = line.split('|').collect();
+    let worker = c.wait_workers(1, &[], T)[0];
+    assert_eq!(
+        &f[..10],
+        [
+            "127.0.0.1",
+            "GET",
+            "/healthz",
+            "password=[redacted]&x=1",
+            "200",
+            "15",
+            &format!("<{worker}>"),
+            id,
+            "app/2",
+            "[redacted]"
+        ],
+        "{line}"
+    );
+    assert!(f[10].parse::<u64>().is_ok(), "{line}");
+
+    let dir = TempDir::new("logformat");
+    let out = run(
+        dir.path(),
+        &["check", "--access-logformat", "%(h)s %(z)s"],
+        &[],
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("access_logformat"), "{}", out.stderr);
+    assert!(out.stderr.contains("unknown atom %(z)s"), "{}", out.stderr);
+}
