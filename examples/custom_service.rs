@@ -5,6 +5,7 @@
 //! cargo run --example custom_service -- serve -b 127.0.0.1:8080 -w 2
 //! curl -s localhost:8080/             # {"hello":"world","worker":1234,"generation":1}
 //! curl -s -d 'some bytes' localhost:8080/echo
+//! curl -s 'localhost:8080/slow?ms=3000'   # a slow handler (try --request-timeout 1)
 //! kill -HUP <master pid>              # new workers, no failed request
 //! ```
 //!
@@ -55,6 +56,20 @@ async fn handle(
                 r#"{"detail":"too large"}"#.into(),
             ),
         },
+        "/slow" => {
+            // A handler that takes its time: what --request-timeout cancels.
+            let ms = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000u64);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            reply(
+                StatusCode::OK,
+                serde_json::json!({"slept_ms": ms}).to_string(),
+            )
+        }
         _ => reply(StatusCode::NOT_FOUND, r#"{"detail":"Not found."}"#.into()),
     }
 }

@@ -77,6 +77,9 @@ pub(super) enum ApiError {
     NotReady {
         answers: bool,
     },
+    /// `/readyz` during `--shutdown-delay`: still serving, but the load balancer should
+    /// stop sending.
+    ShuttingDown,
 }
 
 impl ApiError {
@@ -178,6 +181,10 @@ impl ApiError {
                 } }),
             )
             .header(RETRY_AFTER, "1"),
+            ShuttingDown => Reply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "status": "shutting down", "detail": "This server is shutting down." }),
+            ),
         }
     }
 }

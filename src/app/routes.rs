@@ -70,7 +70,8 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
         }
         "/hello/" => hello(&s, req).await,
         "/.well-known/jwks.json" => simple_get(&req, || Reply::ok(s.tokens.jwks().clone())),
-        "/healthz" => simple_get(&req, || Reply::ok(json!({ "status": "ok" }))),
+        // Liveness: the process answers (Kubernetes calls it /livez).
+        "/healthz" | "/livez" => simple_get(&req, || Reply::ok(json!({ "status": "ok" }))),
         "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => {
             Box::pin(views::readyz(&s)).await
         }
@@ -105,6 +106,7 @@ fn route_name(path: &str) -> &'static str {
         "/hello/" => "hello",
         "/.well-known/jwks.json" => "jwks",
         "/healthz" => "healthz",
+        "/livez" => "livez",
         "/readyz" => "readyz",
         "/api/token"
         | "/api/token/refresh"

@@ -253,6 +253,9 @@ pub(super) fn hello() -> Reply {
 /// `GET /readyz`: ready to do the job: the database answers, and can take writes (no
 /// recent failure for lack of it; for SQLite, its file writable with room left).
 pub(super) async fn readyz(s: &State) -> ViewResult {
+    if crate::worker::shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
     match s.db.healthy().await {
         Ok(()) => Ok(Reply::ok(json!({ "status": "ready" }))),
         Err(e) => {

@@ -43,6 +43,9 @@ pub struct Config {
     pub threads: u32,
     /// Seconds without a heartbeat (or without booting) before a worker is aborted; 0 = off.
     pub timeout: u64,
+    /// Seconds between TERM and the start of the drain, during which readiness fails and
+    /// requests are still served (Kubernetes, load balancers).
+    pub shutdown_delay: u64,
     /// Seconds a stopping worker may take to finish in-flight requests before SIGKILL.
     pub graceful_timeout: u64,
     /// Seconds an idle keep-alive connection is kept open.
@@ -51,6 +54,11 @@ pub struct Config {
     pub header_timeout: u64,
     /// Longest gap, in seconds, between two reads of a request body (408 after that).
     pub body_timeout: u64,
+    /// Seconds a request may have waited in front of corral (`X-Request-Start`) before it
+    /// is answered 503 at once; 0 = off.
+    pub max_queue_time: u64,
+    /// Seconds a handler may run before it is cancelled and answered 503; 0 = off.
+    pub request_timeout: u64,
     /// Requests after which a worker retires and is replaced; 0 = never.
     pub max_requests: u64,
     /// Random extra requests (0..=J) added to `max_requests` per worker.
@@ -70,6 +78,8 @@ pub struct Config {
     /// Pidfile written after binding and removed at exit.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pid: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For`/`-Proto` and `Forwarded` headers are believed.
+    pub forwarded_allow_ips: crate::http::forwarded::Trusted,
     /// Where the master serves Prometheus metrics; off when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub metrics_bind: Option<BindAddr>,

@@ -115,6 +115,16 @@ fn parse_bind(s: &str) -> Result<(), String> {
     BindAddr::parse(s).map(drop).map_err(|e| e.to_string())
 }
 
+fn parse_trusted(s: &str) -> Result<(), String> {
+    // Gunicorn's form is one comma-separated string, as a flag or in the environment.
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if part != "*" {
+            crate::http::forwarded::IpNet::parse(part)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_logformat(s: &str) -> Result<(), String> {
     crate::http::access_log::Template::parse(s).map(drop)
 }
@@ -217,10 +227,13 @@ pub(crate) static KEYS: &[Key] = &[
     },
     flag("threads", None, "threads", Kind::Int { min: 1, max: 256 }, "Event-loop threads per worker process (Gunicorn's --threads); above 1, a preempted thread's connections are served by the others"),
     flag("timeout", Some('t'), "timeout", SECS, "Seconds without a heartbeat before a worker is aborted (SIGABRT, then SIGKILL); also bounds its boot. 0 disables"),
+    flag("shutdown_delay", None, "shutdown-delay", SECS, "On TERM, keep serving this long with /readyz answering 503 (so a load balancer or Kubernetes stops sending), then drain; 0 drains at once"),
     flag("graceful_timeout", None, "graceful-timeout", SECS, "Seconds stopping workers get to finish in-flight requests before SIGKILL"),
     flag("keep_alive", None, "keep-alive", SECS, "Seconds an idle keep-alive connection stays open"),
     flag("header_timeout", None, "header-timeout", Kind::Int { min: 1, max: 3600 }, "Seconds a client has to send a whole request head; slower clients get 408"),
     flag("body_timeout", None, "body-timeout", Kind::Int { min: 1, max: 3600 }, "Longest gap in seconds between two reads of a request body (nginx's client_body_timeout); slower bodies get 408"),
+    flag("max_queue_time", None, "max-queue-time", SECS, "A request whose X-Request-Start (Heroku's router, nginx's t=…) says it waited longer than this gets 503 at once; 0 disables"),
+    flag("request_timeout", None, "request-timeout", SECS, "A handler running longer than this is cancelled and answered 503; the worker lives. 0 disables"),
     flag("max_requests", None, "max-requests", BIG, "Requests a worker serves before it is replaced gracefully; 0 disables"),
     flag("max_requests_jitter", None, "max-requests-jitter", BIG, "Random 0..=J requests added to --max-requests for each worker"),
     flag("limit_request_line", None, "limit-request-line", Kind::Int { min: 0, max: 65_535 }, "Largest request line in bytes (414 above); 0 = hyper's own limit"),
@@ -230,6 +243,11 @@ pub(crate) static KEYS: &[Key] = &[
     flag("worker_connections", None, "worker-connections", Kind::Int { min: 1, max: 1_000_000 }, "Most simultaneous connections per worker; at the limit, idle keep-alive connections close to make room"),
     flag("backlog", None, "backlog", Kind::Int { min: 1, max: 65_535 }, "Listen backlog of each socket"),
     flag("pid", Some('p'), "pid", Kind::Path, "Pidfile: written after binding, removed at exit"),
+    Key {
+        platform_env: &["FORWARDED_ALLOW_IPS"],
+        parse: Some(parse_trusted),
+        ..flag("forwarded_allow_ips", None, "forwarded-allow-ips", Kind::List, "Proxies whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers give the client's address and scheme: addresses or CIDR blocks, comma-separated or repeated; * trusts every peer (the default under Heroku, DYNO set); unix-socket peers are always trusted")
+    },
     Key {
         parse: Some(parse_bind),
         ..flag("metrics_bind", None, "metrics-bind", Kind::Str, "Where the master serves Prometheus metrics (GET /metrics): HOST:PORT or unix:PATH; off when unset")
@@ -266,6 +284,7 @@ pub(crate) static KEYS: &[Key] = &[
     key("database.statement_cache", Kind::Bool, "Prepare each statement once per connection and reuse it; false behind a transaction-mode pooler that cannot keep prepared statements (PgBouncer before 1.21)"),
     key("database.connect_timeout", Kind::Int { min: 1, max: 3600 }, "Seconds to wait for a database connection before answering 503"),
     key("database.lock_timeout", SECS, "Seconds to wait for the migration lock"),
+    key("database.allow_ephemeral", Kind::Bool, "Allow SQLite under Heroku (DYNO set), where the dyno's disk and every user on it are lost at the next restart (one-off dynos, demos)"),
 ];
 
 /// Built-in defaults. `workers` is the number of CPUs.
@@ -278,9 +297,12 @@ pub(crate) fn defaults() -> Config {
             .unwrap_or(1),
         timeout: 30,
         graceful_timeout: 25,
+        shutdown_delay: 0,
         keep_alive: 5,
         header_timeout: 10,
         body_timeout: 60,
+        max_queue_time: 0,
+        request_timeout: 0,
         max_requests: 0,
         max_requests_jitter: 0,
         limit_request_line: 4094,
@@ -290,6 +312,11 @@ pub(crate) fn defaults() -> Config {
         worker_connections: 1000,
         backlog: 2048,
         pid: None,
+        forwarded_allow_ips: crate::http::forwarded::Trusted::try_from(vec![
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])
+        .expect("valid addresses"),
         metrics_bind: None,
         control_socket: super::ControlSocket::Default,
         access_logfile: None,
@@ -309,6 +336,7 @@ pub(crate) fn defaults() -> Config {
             statement_cache: true,
             connect_timeout: 5,
             lock_timeout: 120,
+            allow_ephemeral: false,
         },
         app: AppSection::default(),
     }

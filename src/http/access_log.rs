@@ -32,6 +32,8 @@ pub struct Entry<'a> {
     /// request moved on.
     pub request_headers: &'a [(hyper::header::HeaderName, String)],
     pub response_headers: Option<&'a hyper::HeaderMap>,
+    /// How long the request waited in front of corral (`X-Request-Start`).
+    pub queued: Option<Duration>,
 }
 
 /// Where and how access lines are written.
@@ -308,6 +310,7 @@ fn json_line(e: &Entry<'_>) -> String {
         "user_agent": e.user_agent,
         "request_id": e.request_id,
         "duration_ms": e.duration.as_secs_f64() * 1000.0,
+        "queue_ms": e.queued.map(|q| q.as_secs_f64() * 1000.0),
         "pid": std::process::id(),
     });
     let mut line = v.to_string();
@@ -347,6 +350,7 @@ mod tests {
             duration: Duration::from_millis(2),
             request_headers: &[],
             response_headers: None,
+            queued: None,
         }
     }
 

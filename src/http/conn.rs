@@ -169,6 +169,7 @@ fn request_timeout(io: &Conn, peer: Option<SocketAddr>, shared: &Shared) {
             duration: shared.settings.header_timeout,
             request_headers: &[],
             response_headers: None,
+            queued: None,
         });
     }
 }
@@ -197,7 +198,13 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
         let id = super::request_id(req.headers().get(REQUEST_ID));
         let shared = self.shared.clone();
         let activity = self.activity.clone();
-        let peer = self.peer;
+        let fwd =
+            super::forwarded::from_headers(req.headers(), self.peer, &shared.settings.forwarded);
+        // The client, as everything after this point shows and uses it.
+        let peer = match fwd.and_then(|f| f.client) {
+            Some(ip) => Some(SocketAddr::new(ip, 0)),
+            None => self.peer,
+        };
         let log = shared.access_log.as_ref().map(|a| Logged::of(&req, a));
         let slot = shared.take_slot();
         if let Some(i) = slot {
@@ -209,11 +216,30 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
                 id.to_str().unwrap_or(""),
             );
         }
+        let queued = super::queue::queued(req.headers());
+        if let (Some(q), true) = (queued, metered) {
+            crate::metrics::observe_seconds("http_server_queue_time_seconds", &[], q);
+        }
+        let max_queue = shared.settings.max_queue_time;
         let rejected = if bare_lf {
             Some(protocol_error(
                 StatusCode::BAD_REQUEST,
                 "Bad request: header lines must end with CRLF.",
             ))
+        } else if queued.is_some_and(|q| !max_queue.is_zero() && q > max_queue) {
+            // The client (or the router, at 30 s) has likely given up: do not spend a
+            // worker on it.
+            let q = queued.unwrap_or_default().as_millis();
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "Request waited too long in the queue ({q} ms, limit {} s).",
+                    max_queue.as_secs()
+                ),
+            );
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Some(r)
         } else {
             check_request(&req, &shared.settings)
         };
@@ -223,18 +249,46 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
             None => {
                 req.headers_mut().insert(REQUEST_ID, id.clone());
                 req.extensions_mut().insert(PeerAddr(peer));
+                if let Some(https) = fwd.and_then(|f| f.https) {
+                    req.extensions_mut().insert(super::ForwardedHttps(https));
+                }
                 let s = &shared.settings;
                 let (limit, gap) = (s.limit_request_body, s.body_timeout);
                 let req = req.map(|b| RequestBody::new(b, limit, gap, fault.clone()));
-                Either::Right(self.inner.call(req))
+                let app = self.inner.call(req);
+                let timeout = s.request_timeout;
+                Either::Right(async move {
+                    if timeout.is_zero() {
+                        Ok(app.await)
+                    } else {
+                        tokio::time::timeout(timeout, app).await
+                    }
+                })
             }
         };
         Box::pin(async move {
             let mut resp: Response<ResponseBody<S::Body>> = match fut {
                 Either::Left(r) => r.await.map(Either::Left),
                 Either::Right(f) => match f.await {
-                    Ok(r) => r.map(Either::Right),
-                    Err(e) => {
+                    Ok(Ok(r)) => r.map(Either::Right),
+                    Err(_elapsed) => {
+                        // The handler's future is dropped here: it is cancelled at its
+                        // next await, and the worker goes on.
+                        let secs = shared.settings.request_timeout.as_secs();
+                        tracing::warn!(
+                            request_id = id.to_str().unwrap_or(""),
+                            timeout_s = secs,
+                            "Request cancelled: no answer within --request-timeout ({secs} s)"
+                        );
+                        let mut r = json_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &format!("Request timeout: no answer within {secs} s."),
+                        );
+                        r.headers_mut()
+                            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        r.map(Either::Left)
+                    }
+                    Ok(Err(e)) => {
                         let e: BoxError = e.into();
                         tracing::error!(
                             request_id = id.to_str().unwrap_or(""),
@@ -279,6 +333,7 @@ impl<S: AppService> hyper::service::Service<Request<Incoming>> for Wrap<S> {
                     duration: started.elapsed(),
                     request_headers: &log.headers,
                     response_headers: Some(resp.headers()),
+                    queued,
                 });
             }
             if metered {

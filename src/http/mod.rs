@@ -15,7 +15,9 @@
 pub(crate) mod access_log;
 mod body;
 mod conn;
+pub mod forwarded;
 mod io;
+mod queue;
 mod redact;
 
 use crate::sys::scoreboard::{Balance, Scoreboard, State, SLOTS};
@@ -84,9 +86,16 @@ where
     }
 }
 
-/// The client's address, in request extensions (`None` on unix sockets).
+/// The client's address, in request extensions: the peer's, or the one a trusted proxy
+/// forwarded (`--forwarded-allow-ips`; its port is then 0). `None` on a unix socket
+/// without forwarding headers.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub Option<std::net::SocketAddr>);
+
+/// Whether the client spoke HTTPS to the proxy in front (`X-Forwarded-Proto` or
+/// `Forwarded: proto=` from a trusted peer), in request extensions when it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedHttps(pub bool);
 
 /// The endpoint that answered, which a service may put in its response's extensions:
 /// the `route` label of the request metrics (a name, never the raw path, so the number
@@ -130,6 +139,12 @@ pub(crate) struct Settings {
     /// Requests after which the worker asks to be replaced; 0 = never.
     pub(crate) max_requests: u64,
     pub(crate) worker_connections: usize,
+    /// Peers whose forwarding headers are believed.
+    pub(crate) forwarded: forwarded::Trusted,
+    /// A request that waited longer in front of corral gets 503 at once; 0 = off.
+    pub(crate) max_queue_time: Duration,
+    /// A handler running longer is cancelled and answered 503; 0 = off.
+    pub(crate) request_timeout: Duration,
 }
 
 impl Settings {
@@ -153,6 +168,9 @@ impl Settings {
                 c.max_requests + jitter
             },
             worker_connections: c.worker_connections as usize,
+            forwarded: c.forwarded_allow_ips.clone(),
+            max_queue_time: Duration::from_secs(c.max_queue_time),
+            request_timeout: Duration::from_secs(c.request_timeout),
         }
     }
 }

@@ -48,6 +48,10 @@ enum Phase {
     /// Migrations are running before the first generation.
     Booting,
     Running,
+    /// TERM arrived with `--shutdown-delay`: serving, readiness failing, until then.
+    Delaying {
+        until: Instant,
+    },
     Stopping {
         quick: bool,
         deadline: Instant,
@@ -150,6 +154,11 @@ impl Arbiter {
                     self.handle(sig)?;
                 }
                 self.maybe_promote();
+                if let Phase::Delaying { until } = self.phase {
+                    if Instant::now() >= until {
+                        self.stop(false);
+                    }
+                }
                 self.check_readiness();
                 self.murder_workers();
                 self.manage_workers()?;
@@ -178,7 +187,7 @@ impl Arbiter {
     fn handle(&mut self, sig: Signal) -> Result<(), Halt> {
         match sig {
             Signal::Hup => self.handle_hup(),
-            Signal::Term => self.stop(false),
+            Signal::Term => self.terminate(),
             Signal::Int | Signal::Quit => self.stop(true),
             Signal::Ttin => self.handle_ttin(),
             Signal::Ttou => self.handle_ttou(),
@@ -312,6 +321,29 @@ impl Arbiter {
         }
     }
 
+    /// TERM: with `--shutdown-delay`, first a delay in which readiness fails and requests
+    /// are still served; then (or at once) the graceful stop.
+    fn terminate(&mut self) {
+        let delay = self.config().shutdown_delay;
+        if delay == 0 || !matches!(self.phase, Phase::Running) {
+            if !matches!(self.phase, Phase::Delaying { .. }) {
+                self.stop(false);
+            }
+            return;
+        }
+        info!(
+            delay_s = delay,
+            "Shutting down in {delay} s (--shutdown-delay): readiness fails from now on"
+        );
+        self.systemd.notify("STATUS=Shutting down");
+        for w in self.workers.iter() {
+            w.board.set_shutting_down();
+        }
+        self.phase = Phase::Delaying {
+            until: Instant::now() + Duration::from_secs(delay),
+        };
+    }
+
     /// TERM: graceful (finish in-flight requests); INT, QUIT: quick.
     fn stop(&mut self, quick: bool) {
         let now = Instant::now();
@@ -406,6 +438,10 @@ impl Arbiter {
             self.systemd.next_deadline(),
             self.reloader.as_ref().and_then(DevReload::deadline),
             self.console.deadline(),
+            match self.phase {
+                Phase::Delaying { until } => Some(until),
+                _ => None,
+            },
         ];
         let retiring = self.workers.iter().filter_map(|w| w.retire_by);
         deadlines
@@ -796,6 +832,7 @@ impl Arbiter {
                     phase: match self.phase {
                         Phase::Booting => "booting",
                         Phase::Running => "running",
+                        Phase::Delaying { .. } => "shutting down",
                         Phase::Stopping { .. } => "stopping",
                     },
                     config_file: self.generations.loaded().file.as_deref(),
@@ -831,7 +868,11 @@ impl Arbiter {
                     id,
                     Reply::Json(serde_json::json!({ "ok": true, "stopping": true })),
                 );
-                self.stop(quick);
+                if quick {
+                    self.stop(true);
+                } else {
+                    self.terminate();
+                }
             }
         }
     }

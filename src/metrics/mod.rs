@@ -244,7 +244,7 @@ pub const CORE: &[Family] = &[
     Family {
         name: "http_server_queue_time_seconds",
         kind: Kind::Histogram,
-        help: "Time requests waited in front of corral (X-Request-Start), by route.",
+        help: "Time requests waited in front of corral, from X-Request-Start.",
     },
     Family {
         name: "corral_workers",

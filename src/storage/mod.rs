@@ -65,6 +65,9 @@ pub struct Settings {
     pub connect_timeout: u64,
     /// Seconds to wait for the migration lock before giving up.
     pub lock_timeout: u64,
+    /// Allow SQLite on a Heroku dyno, whose disk is wiped at every restart.
+    #[serde(default)]
+    pub allow_ephemeral: bool,
 }
 
 impl Settings {

@@ -57,6 +57,8 @@ struct Board {
     /// Metrics kept in fixed fields, so the request path needs no lookup for them.
     active_requests: AtomicU64,
     connections_accepted: AtomicU64,
+    /// Written by the master: the server is shutting down (`--shutdown-delay`).
+    shutting_down: AtomicU32,
     message: [AtomicU64; MESSAGE_WORDS],
     slots: [Slot; SLOTS],
 }
@@ -218,6 +220,16 @@ impl Scoreboard {
         self.board()
             .active_requests
             .fetch_add(delta as u64, Relaxed);
+    }
+
+    /// Master side: tells the worker the server is about to stop (its readiness check
+    /// should fail while it keeps serving).
+    pub fn set_shutting_down(&self) {
+        self.board().shutting_down.store(1, Release);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.board().shutting_down.load(Acquire) != 0
     }
 
     pub fn connection_accepted(&self) {

@@ -35,6 +35,14 @@ pub struct Context {
     pub generation: u64,
 }
 
+static BOARD: std::sync::OnceLock<Arc<Scoreboard>> = std::sync::OnceLock::new();
+
+/// Whether the server is shutting down (`--shutdown-delay`): a readiness check should
+/// fail, so load balancers stop sending, while requests are still served.
+pub fn shutting_down() -> bool {
+    BOARD.get().is_some_and(|b| b.shutting_down())
+}
+
 /// Why an application could not start in a worker.
 pub type BootError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -81,6 +89,7 @@ where
             ))
         }
     };
+    let _ = BOARD.set(board.clone());
     if config.metrics_bind.is_some() {
         crate::metrics::install(board.clone());
     }

@@ -11,4 +11,5 @@ mod http; // limits, timeouts, request ids, access log
 mod master; // supervision, signals, reloads, recycling, shutdown, boot failure
 mod migrate; // migrations at boot, the migrate CLI, locking, SQLite and PostgreSQL
 mod observe; // metrics from the master, the control socket, status, ctl, top, process titles
-mod platform; // systemd, USR2 upgrades, Heroku and honcho, --reload
+mod platform;
+mod proxy; // behind a proxy: forwarded headers, Heroku's defaults, queue time, timeouts, shutdown delay // systemd, USR2 upgrades, Heroku and honcho, --reload

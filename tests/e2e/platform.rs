@@ -446,6 +446,7 @@ fn heroku_logs_have_no_timestamp() {
     let c = Corral::plain(1)
         .env("DYNO", "web.1")
         .env("SECRET_KEY", crate::api::SECRET)
+        .env("CORRAL_DATABASE_ALLOW_EPHEMERAL", "true")
         .start();
     let line = c.expect_log("Listening at: ", T);
     assert!(

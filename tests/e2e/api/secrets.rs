@@ -16,7 +16,13 @@ fn production_refuses_a_missing_short_or_placeholder_key() {
         )
     };
     for (env, want) in [
-        (vec![("DYNO", "web.1")], "Heroku (DYNO is set)"),
+        (
+            vec![
+                ("DYNO", "web.1"),
+                ("CORRAL_DATABASE_ALLOW_EPHEMERAL", "true"),
+            ],
+            "Heroku (DYNO is set)",
+        ),
         (
             vec![("INVOCATION_ID", "abc")],
             "systemd (INVOCATION_ID is set)",
@@ -28,6 +34,7 @@ fn production_refuses_a_missing_short_or_placeholder_key() {
         (
             vec![
                 ("DYNO", "web.1"),
+                ("CORRAL_DATABASE_ALLOW_EPHEMERAL", "true"),
                 (
                     "SECRET_KEY",
                     "django-insecure-0123456789abcdef0123456789abcdef",
@@ -40,8 +47,20 @@ fn production_refuses_a_missing_short_or_placeholder_key() {
         assert_eq!(out.code, Some(2), "{env:?}: {out:?}");
         assert!(out.stderr.contains(want), "{env:?}: {}", out.stderr);
     }
-    let check = run(dir.path(), &["check"], &[("DYNO", "web.1")]);
+    let check = run(
+        dir.path(),
+        &["check"],
+        &[
+            ("DYNO", "web.1"),
+            ("CORRAL_DATABASE_ALLOW_EPHEMERAL", "true"),
+        ],
+    );
     assert_eq!(check.code, Some(2));
+    assert!(
+        check.stderr.contains("Heroku (DYNO is set)"),
+        "{}",
+        check.stderr
+    );
 }
 
 /// Development: without `SECRET_KEY` a key is generated, kept next to the database with

@@ -1,0 +1,241 @@
+//! Behind a proxy: the client from trusted forwarding headers, Heroku's defaults and its
+//! fail-safe, the queue time from `X-Request-Start`, `--request-timeout`,
+//! `--shutdown-delay` and `/livez`.
+
+use crate::support::*;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+fn access_line(c: &Corral, from: usize, pat: &str) -> String {
+    c.stdout.wait_for(from, pat, T).expect("access line").1
+}
+
+/// A trusted peer's `X-Forwarded-For` is the client in the access log (the rightmost
+/// address that is not a trusted proxy); the same header from an untrusted peer is
+/// ignored.
+#[test]
+fn forwarded_headers_from_trusted_peers_only() {
+    let c = Corral::plain(1)
+        .args([
+            "--access-logfile",
+            "-",
+            "--forwarded-allow-ips",
+            "127.0.0.1,10.0.0.0/8",
+        ])
+        .start();
+    http(
+        &c.addr,
+        "GET",
+        "/healthz?n=1",
+        &[("X-Forwarded-For", "6.6.6.6, 203.0.113.7, 10.1.2.3")],
+        b"",
+    );
+    let line = access_line(&c, 0, "n=1");
+    assert!(line.starts_with("203.0.113.7 - - ["), "{line}");
+    let mark = c.stdout.len();
+    http(
+        &c.addr,
+        "GET",
+        "/healthz?n=2",
+        &[("Forwarded", "for=\"[2001:db8::7]:4711\";proto=https")],
+        b"",
+    );
+    assert!(access_line(&c, mark, "n=2").starts_with("2001:db8::7 - - ["));
+
+    let untrusting = Corral::plain(1)
+        .args(["--access-logfile", "-", "--forwarded-allow-ips", "10.9.9.9"])
+        .start();
+    http(
+        &untrusting.addr,
+        "GET",
+        "/healthz?n=3",
+        &[("X-Forwarded-For", "203.0.113.7")],
+        b"",
+    );
+    let line = access_line(&untrusting, 0, "n=3");
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+
+    let dir = TempDir::new("fwd");
+    let out = run(
+        dir.path(),
+        &["check", "--forwarded-allow-ips", "10.0.0.0/33"],
+        &[],
+    );
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("forwarded_allow_ips"), "{}", out.stderr);
+}
+
+/// Under Heroku (DYNO set): keep-alive 95 s, the router trusted, and SQLite refused
+/// unless allowed; `WEB_CONCURRENCY` still sets the workers.
+#[test]
+fn heroku_defaults_and_its_fail_safe() {
+    let dir = TempDir::new("dyno");
+    let refused = run(
+        dir.path(),
+        &["serve", "-b", "127.0.0.1:0"],
+        &[("DYNO", "web.1"), ("SECRET_KEY", crate::api::SECRET)],
+    );
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("DYNO is set (Heroku) but the database is SQLite")
+            && refused.stderr.contains("CORRAL_DATABASE_ALLOW_EPHEMERAL"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("Listening at"),
+        "nothing was bound"
+    );
+    let env = [
+        ("DYNO", "web.1"),
+        ("CORRAL_DATABASE_ALLOW_EPHEMERAL", "true"),
+        ("WEB_CONCURRENCY", "3"),
+    ];
+    let out = run(dir.path(), &["config"], &env);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let line = |k: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{k} =")))
+            .unwrap_or_else(|| panic!("{k} in {}", out.stdout))
+            .to_string()
+    };
+    assert!(
+        line("keep_alive").contains("95") && line("keep_alive").contains("Heroku"),
+        "{}",
+        line("keep_alive")
+    );
+    assert!(
+        line("forwarded_allow_ips").contains("\"*\""),
+        "{}",
+        line("forwarded_allow_ips")
+    );
+    assert!(line("workers").contains('3') && line("workers").contains("WEB_CONCURRENCY"));
+    let own = run(dir.path(), &["config", "--keep-alive", "7"], &env);
+    assert!(
+        own.stdout.contains("keep_alive = 7"),
+        "a setting beats the platform's default"
+    );
+}
+
+/// A request whose `X-Request-Start` is older than `--max-queue-time` gets 503 at once
+/// (under 5 ms in the server); a fresh one is served and its queue time logged.
+#[test]
+fn max_queue_time_turns_away_requests_that_waited_too_long() {
+    let c = Corral::plain(1)
+        .args([
+            "--max-queue-time",
+            "1",
+            "--access-logfile",
+            "-",
+            "--log-format",
+            "json",
+        ])
+        .start();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let old = (now_ms() - 5_000).to_string();
+    let r = http(
+        &c.addr,
+        "GET",
+        "/healthz?q=old",
+        &[("X-Request-Start", &old)],
+        b"",
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("waited too long"));
+    let v: serde_json::Value = serde_json::from_str(&access_line(&c, 0, "q=old")).unwrap();
+    assert!(v["duration_ms"].as_f64().unwrap() < 5.0, "{v}");
+    assert!(v["queue_ms"].as_f64().unwrap() >= 5_000.0, "{v}");
+
+    let fresh = format!("t={}", now_ms() * 1000); // nginx's microseconds
+    let mark = c.stdout.len();
+    let r = http(
+        &c.addr,
+        "GET",
+        "/healthz?q=new",
+        &[("X-Request-Start", &fresh)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&access_line(&c, mark, "q=new")).unwrap();
+    let q = v["queue_ms"].as_f64().unwrap();
+    assert!((0.0..1_000.0).contains(&q), "{v}");
+}
+
+fn custom_example() -> Option<PathBuf> {
+    let exe = std::path::Path::new(BIN)
+        .parent()
+        .unwrap()
+        .join("examples/custom_service");
+    if !exe.exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI builds the examples");
+        eprintln!("SKIPPED: run the full `cargo test` to build the examples");
+        return None;
+    }
+    Some(exe)
+}
+
+/// A handler slower than `--request-timeout` is cancelled and answered 503; the worker
+/// lives and serves the next request.
+#[test]
+fn request_timeout_cancels_a_slow_handler() {
+    let Some(exe) = custom_example() else { return };
+    let c = Corral::builder()
+        .exe(&exe)
+        .args(["-b", "127.0.0.1:0", "-w", "1", "--request-timeout", "1"])
+        .start();
+    let worker = c.wait_workers(1, &[], T)[0];
+    let t = Instant::now();
+    let r = c.get("/slow?ms=10000");
+    let took = t.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no answer within 1 s"));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    c.expect_log(
+        "Request cancelled: no answer within --request-timeout (1 s)",
+        T,
+    );
+    assert_eq!(c.get("/slow?ms=10").status, 200);
+    assert_eq!(c.worker_pids(), vec![worker], "the worker lives");
+}
+
+/// With `--shutdown-delay 2`, after TERM `/readyz` answers 503 while requests are still
+/// served; then corral drains and exits 0. `/livez` is `/healthz`.
+#[test]
+fn shutdown_delay_fails_readiness_first_then_drains() {
+    let api = crate::api::Api::start(TestDb::sqlite(), &["--shutdown-delay", "2"], &[]);
+    let mut c = api.c;
+    assert_eq!(c.get("/livez").status, 200);
+    assert_eq!(c.get("/readyz").status, 200);
+    let t = Instant::now();
+    c.signal("TERM");
+    let r = eventually(T, "/readyz to fail", || {
+        let r = c.get("/readyz");
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(r.json()["status"], "shutting down");
+    assert_eq!(c.get("/livez").status, 200, "still serving");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let status = c.wait_exit(T).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(c.log().contains("Shutting down in 2 s (--shutdown-delay)"));
+}
