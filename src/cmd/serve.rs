@@ -18,13 +18,30 @@ pub(super) fn run<F>(
     args: &[OsString],
     app: &App<F>,
 ) -> u8 {
-    let (layers, mut loaded) = match load(schema, m) {
+    let (mut layers, mut loaded) = match load(schema, m) {
         Ok(x) => x,
         Err(h) => {
             eprintln!("corral: {}", h.reason);
             return h.code;
         }
     };
+    // --chdir and --umask first: everything after resolves and creates files as asked.
+    // The configuration file is pinned to its absolute path, so HUP re-reads the same one.
+    if let Some(dir) = loaded.config.chdir.clone() {
+        if let Some(f) = &loaded.file {
+            layers.config_file = std::fs::canonicalize(f).ok().or(Some(f.clone()));
+        }
+        if let Err(e) = std::env::set_current_dir(&dir) {
+            eprintln!(
+                "corral: cannot change to directory {} (--chdir): {e}",
+                dir.display()
+            );
+            return exit::FAILURE;
+        }
+    }
+    if let Some(m) = loaded.config.umask {
+        crate::sys::privileges::set_umask(m.0);
+    }
     // Before logging and binding: a live pidfile or an unwritable log is refused before
     // `Listening at:`, which tools wait for.
     let upgrade = UpgradeArgs::from_matches(m);

@@ -75,6 +75,21 @@ pub struct Config {
     pub worker_connections: u64,
     /// Listen backlog of each socket.
     pub backlog: u64,
+    /// Switch to this user (name or uid) after binding, before any child starts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<String>,
+    /// Switch to this group (name or gid); the user's own group by default.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub group: Option<String>,
+    /// The umask of the master and its children.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub umask: Option<Mode>,
+    /// Change to this directory before anything else (relative paths resolve from it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chdir: Option<PathBuf>,
+    /// The mode of unix sockets corral binds (`--bind unix:…`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bind_mode: Option<Mode>,
     /// Pidfile written after binding and removed at exit.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pid: Option<PathBuf>,
@@ -121,6 +136,24 @@ impl Config {
         } else {
             None
         }
+    }
+}
+
+/// A file mode or umask, written in octal (`0660`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Mode(pub u32);
+
+impl TryFrom<String> for Mode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Mode, String> {
+        crate::sys::privileges::parse_mode(&s).map(Mode)
+    }
+}
+
+impl From<Mode> for String {
+    fn from(m: Mode) -> String {
+        format!("{:04o}", m.0)
     }
 }
 

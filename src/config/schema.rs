@@ -242,6 +242,23 @@ pub(crate) static KEYS: &[Key] = &[
     flag("limit_request_body", None, "limit-request-body", BIG, "Largest request body in bytes (413 above)"),
     flag("worker_connections", None, "worker-connections", Kind::Int { min: 1, max: 1_000_000 }, "Most simultaneous connections per worker; at the limit, idle keep-alive connections close to make room"),
     flag("backlog", None, "backlog", Kind::Int { min: 1, max: 65_535 }, "Listen backlog of each socket"),
+    Key {
+        parse: Some(|s| crate::sys::privileges::user(s).map(drop)),
+        ..flag("user", Some('u'), "user", Kind::Str, "Run as this user (name or uid) once the sockets are bound: the workers, the migration runner and the master itself; needs root")
+    },
+    Key {
+        parse: Some(|s| crate::sys::privileges::group(s).map(drop)),
+        ..flag("group", Some('g'), "group", Kind::Str, "Run as this group (name or gid); default: the --user's own group. Unix sockets corral binds are given to it")
+    },
+    Key {
+        parse: Some(|s| crate::sys::privileges::parse_mode(s).map(drop)),
+        ..flag("umask", Some('m'), "umask", Kind::Str, "The umask of the master and its children, in octal (0022); unset: inherited")
+    },
+    flag("chdir", None, "chdir", Kind::Path, "Change to this directory first: relative paths (the database, logs, pidfile) resolve from it"),
+    Key {
+        parse: Some(|s| crate::sys::privileges::parse_mode(s).map(drop)),
+        ..flag("bind_mode", None, "bind-mode", Kind::Str, "Mode of the unix sockets corral binds, in octal (0660 with --group www-data lets nginx in); unset: as the umask leaves it")
+    },
     flag("pid", Some('p'), "pid", Kind::Path, "Pidfile: written after binding, removed at exit"),
     Key {
         platform_env: &["FORWARDED_ALLOW_IPS"],
@@ -312,6 +329,11 @@ pub(crate) fn defaults() -> Config {
         worker_connections: 1000,
         backlog: 2048,
         pid: None,
+        user: None,
+        group: None,
+        umask: None,
+        chdir: None,
+        bind_mode: None,
         forwarded_allow_ips: crate::http::forwarded::Trusted::try_from(vec![
             "127.0.0.1".to_string(),
             "::1".to_string(),
@@ -372,6 +394,11 @@ mod tests {
         let mut c = defaults();
         // Fill the optional fields so they appear in the serialised form.
         c.pid = Some("x".into());
+        c.user = Some("x".into());
+        c.group = Some("x".into());
+        c.umask = Some(crate::config::Mode(0o22));
+        c.chdir = Some("x".into());
+        c.bind_mode = Some(crate::config::Mode(0o660));
         c.access_logfile = Some("-".into());
         c.access_logformat = Some(crate::http::access_log::Template::parse("%(h)s").unwrap());
         c.metrics_bind = Some(BindAddr::parse("127.0.0.1:9100").unwrap());

@@ -189,6 +189,19 @@ impl Console {
         Ok(())
     }
 
+    /// The unix socket files the console created (the control socket, a unix metrics
+    /// address).
+    pub(super) fn socket_paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        [&self.metrics, &self.control]
+            .into_iter()
+            .flatten()
+            .filter(|l| l.created_path())
+            .filter_map(|l| match &l.addr {
+                BindAddr::Unix(p) => Some(p.as_path()),
+                _ => None,
+            })
+    }
+
     /// Closes the listening sockets (a `USR2` successor binds them next); clients
     /// already connected stay.
     pub(super) fn release(&mut self) {

@@ -91,6 +91,7 @@ pub(crate) fn run(o: Options) -> Result<(), Halt> {
     let systemd = systemd::Systemd::from_env(&o.layers.env, successor)?;
     crate::sys::proctitle::set("corral: master");
     let console = console::Console::open(&o.loaded.config, o.loaded.config.pid.as_deref())?;
+    take_identity(&o, &listeners, &console, pidfile.as_ref())?;
     info!(
         workers = o.loaded.config.workers,
         "Starting corral {} (pid: {pid})",
@@ -110,6 +111,59 @@ pub(crate) fn run(o: Options) -> Result<(), Halt> {
         console,
     })?
     .run()
+}
+
+/// `--bind-mode` and `--user`/`--group`: the unix sockets this master created get their
+/// mode and owner, the files the new user must reopen (logs, pidfile) its ownership, and
+/// then the master switches for good, before any child starts.
+fn take_identity(
+    o: &Options,
+    listeners: &[Listener],
+    console: &console::Console,
+    pidfile: Option<&Pidfile>,
+) -> Result<(), Halt> {
+    use crate::sys::privileges as p;
+    let c = &o.loaded.config;
+    let creds = p::resolve(c.user.as_deref(), c.group.as_deref()).map_err(Halt::usage)?;
+    let sockets: Vec<&std::path::Path> = listeners
+        .iter()
+        .filter(|l| l.created_path())
+        .filter_map(|l| match &l.addr {
+            crate::config::BindAddr::Unix(path) => Some(path.as_path()),
+            _ => None,
+        })
+        .collect();
+    for path in &sockets {
+        if let Some(m) = c.bind_mode {
+            p::chmod(path, m.0).map_err(Halt::failure)?;
+        }
+    }
+    let Some(creds) = creds else { return Ok(()) };
+    let files = [c.error_logfile.as_str()]
+        .into_iter()
+        .chain(c.access_logfile.as_deref())
+        .filter(|f| *f != "-")
+        .map(std::path::Path::new);
+    let owned = sockets
+        .into_iter()
+        .chain(console.socket_paths())
+        .chain(files)
+        .chain(pidfile.map(Pidfile::path));
+    if !nix::unistd::Uid::effective().is_root() {
+        return p::switch_to(creds).map_err(Halt::failure);
+    }
+    for path in owned {
+        p::chown(path, creds).map_err(Halt::failure)?;
+    }
+    p::switch_to(creds).map_err(Halt::failure)?;
+    info!(
+        uid = creds.uid.as_raw(),
+        gid = creds.gid.as_raw(),
+        "Switched to uid {} gid {}",
+        creds.uid,
+        creds.gid
+    );
+    Ok(())
 }
 
 /// Inherited sockets (USR2 successor, then systemd socket activation), else `--bind`.

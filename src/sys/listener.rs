@@ -123,6 +123,11 @@ impl Listener {
         self.created_path = false;
     }
 
+    /// Whether this process created the socket file (and so may set its mode and owner).
+    pub fn created_path(&self) -> bool {
+        self.created_path
+    }
+
     /// A duplicate of the descriptor (for handing to a runtime that takes ownership).
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
         self.fd.try_clone()

@@ -9,6 +9,7 @@
 pub mod listener;
 pub mod notify;
 pub mod pidfile;
+pub mod privileges;
 pub mod process;
 pub mod proctitle;
 pub mod scoreboard;

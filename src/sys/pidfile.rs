@@ -29,6 +29,10 @@ pub fn check_free(path: &Path) -> io::Result<()> {
 }
 
 impl Pidfile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes this process's pid to `path`, unless a live process other than this one is
     /// named there.
     pub fn create(path: &Path) -> io::Result<Pidfile> {

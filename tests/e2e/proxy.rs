@@ -239,3 +239,127 @@ fn shutdown_delay_fails_readiness_first_then_drains() {
     assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(c.log().contains("Shutting down in 2 s (--shutdown-delay)"));
 }
+
+/// `Uid:` and `Gid:` of a process, from `/proc/PID/status` (real, effective, saved, fs).
+fn ids(pid: u32) -> (String, String) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// A port below 1024 that is free now.
+fn privileged_port() -> u16 {
+    (900..1024)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1024")
+}
+
+/// `--user nobody --group nogroup`: the privileged port is bound first (as root), then
+/// the master, the workers and the migration runner (which creates the database) run
+/// as nobody.
+#[test]
+fn user_and_group_are_taken_after_binding() {
+    if !need_root("user_and_group_are_taken_after_binding") {
+        return;
+    }
+    let dir = TempDir::new("privdrop");
+    chown_nobody(dir.path());
+    let port = privileged_port();
+    let c = Corral::builder()
+        .dir(dir.path())
+        .args(["-b", &format!("127.0.0.1:{port}"), "-w", "2"])
+        .args(["--user", "nobody", "--group", "65534", "--umask", "0027"])
+        .env("SECRET_KEY", crate::api::SECRET)
+        .start();
+    c.expect_log("Switched to uid 65534 gid 65534", T);
+    let nobody = (
+        "65534 65534 65534 65534".to_string(),
+        "65534 65534 65534 65534".to_string(),
+    );
+    assert_eq!(ids(c.pid), nobody, "the master");
+    for w in c.wait_workers(2, &[], T) {
+        assert_eq!(ids(w), nobody, "worker {w}");
+    }
+    use std::os::unix::fs::MetadataExt;
+    let db = std::fs::metadata(dir.join("corral.db")).expect("the migration runner created it");
+    assert_eq!(
+        (db.uid(), db.gid()),
+        (65534, 65534),
+        "the migration runner ran as nobody"
+    );
+    assert_eq!(
+        db.mode() & 0o077 & !0o040,
+        0,
+        "--umask 0027: mode {:o}",
+        db.mode()
+    );
+    assert_eq!(c.get("/healthz").status, 200);
+
+    let out = run(dir.path(), &["check", "--user", "no-such-user-here"], &[]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("no such user"), "{}", out.stderr);
+}
+
+/// nginx from Debian, its workers running as www-data, in front of corral over a unix
+/// socket given to www-data with mode 0660: requests pass, and the access log shows the
+/// client from nginx's X-Forwarded-For (a unix peer has no address of its own).
+#[test]
+fn nginx_over_a_unix_socket_with_group_and_mode() {
+    let test = "nginx_over_a_unix_socket_with_group_and_mode";
+    if !need_root(test) || !have("nginx", test) {
+        return;
+    }
+    let dir = TempDir::new("nginxunix");
+    chmod(dir.path(), 0o755);
+    let sock = dir.join("corral.sock");
+    let c = Corral::plain(1)
+        .dir(dir.path())
+        .args(["-b", &format!("unix:{}", sock.display())])
+        .args([
+            "--group",
+            "www-data",
+            "--bind-mode",
+            "0660",
+            "--access-logfile",
+            "-",
+        ])
+        .start();
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    let www = std::process::Command::new("getent")
+        .args(["group", "www-data"])
+        .output()
+        .unwrap();
+    let gid: u32 = String::from_utf8_lossy(&www.stdout)
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(meta.gid(), gid);
+    let nginx = Nginx::start_as(
+        "nginx",
+        &[format!("unix:{}", sock.display())],
+        "www-data",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    );
+    let r = http(&nginx.addr(), "GET", "/healthz?via=nginx", &[], b"");
+    assert_eq!(
+        r.status,
+        200,
+        "{}\nnginx: {}",
+        r.text(),
+        std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default()
+    );
+    let line = access_line(&c, 0, "via=nginx");
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+}

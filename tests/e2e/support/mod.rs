@@ -16,11 +16,13 @@
 mod client;
 mod db;
 mod fs;
+mod nginx;
 mod pg;
 mod process;
 
 pub use client::*;
 pub use db::*;
 pub use fs::*;
+pub use nginx::*;
 pub use pg::*;
 pub use process::*;
