@@ -95,6 +95,10 @@ pub struct Config {
     pub pid: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For`/`-Proto` and `Forwarded` headers are believed.
     pub forwarded_allow_ips: crate::http::forwarded::Trusted,
+    /// TCP connections from `proxy_allow_ips` start with a PROXY protocol header (v1/v2).
+    pub proxy_protocol: bool,
+    /// Peers that must (and may) send a PROXY header.
+    pub proxy_allow_ips: crate::http::forwarded::Trusted,
     /// Where the master serves Prometheus metrics; off when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub metrics_bind: Option<BindAddr>,

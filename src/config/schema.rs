@@ -265,6 +265,11 @@ pub(crate) static KEYS: &[Key] = &[
         parse: Some(parse_trusted),
         ..flag("forwarded_allow_ips", None, "forwarded-allow-ips", Kind::List, "Proxies whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers give the client's address and scheme: addresses or CIDR blocks, comma-separated or repeated; * trusts every peer (the default under Heroku, DYNO set); unix-socket peers are always trusted")
     },
+    flag("proxy_protocol", None, "proxy-protocol", Kind::Bool, "TCP connections from --proxy-allow-ips start with a PROXY protocol header, v1 or v2 (HAProxy, AWS NLB), naming the client; a missing or malformed one closes the connection"),
+    Key {
+        parse: Some(parse_trusted),
+        ..flag("proxy_allow_ips", None, "proxy-allow-ips", Kind::List, "Peers that send PROXY headers (with --proxy-protocol): addresses or CIDR blocks, comma-separated; * for every peer. Others are served without one")
+    },
     Key {
         parse: Some(parse_bind),
         ..flag("metrics_bind", None, "metrics-bind", Kind::Str, "Where the master serves Prometheus metrics (GET /metrics): HOST:PORT or unix:PATH; off when unset")
@@ -335,6 +340,12 @@ pub(crate) fn defaults() -> Config {
         chdir: None,
         bind_mode: None,
         forwarded_allow_ips: crate::http::forwarded::Trusted::try_from(vec![
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])
+        .expect("valid addresses"),
+        proxy_protocol: false,
+        proxy_allow_ips: crate::http::forwarded::Trusted::try_from(vec![
             "127.0.0.1".to_string(),
             "::1".to_string(),
         ])

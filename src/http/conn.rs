@@ -52,12 +52,22 @@ pub(super) fn builder(s: &Settings) -> http1::Builder {
 
 /// Serves one connection until it closes.
 pub(super) async fn run<S: AppService>(
-    stream: Stream,
-    peer: Option<SocketAddr>,
+    mut stream: Stream,
+    mut peer: Option<SocketAddr>,
     inner: S,
     shared: Arc<Shared>,
     builder: Arc<http1::Builder>,
 ) {
+    if shared.settings.proxy_protocol {
+        match proxy_header(&mut stream, peer, &shared.settings).await {
+            Ok(Some(client)) => peer = Some(client),
+            Ok(None) => {}
+            Err(why) => {
+                let from = peer.map_or_else(|| "a unix socket".to_string(), |p| p.to_string());
+                return tracing::warn!(peer = %from, "PROXY protocol: {why} (from {from}); closing the connection");
+            }
+        }
+    }
     let activity = Activity::new();
     let svc = Wrap {
         inner,
@@ -128,6 +138,30 @@ pub(super) async fn run<S: AppService>(
                 }
             }
         }
+    }
+}
+
+/// The client a PROXY header names, for a TCP peer in `--proxy-allow-ips` (which must
+/// send one, within the header timeout); other peers are served as they are.
+async fn proxy_header(
+    stream: &mut Stream,
+    peer: Option<SocketAddr>,
+    s: &Settings,
+) -> Result<Option<SocketAddr>, String> {
+    let (Stream::Tcp(tcp), Some(p)) = (stream, peer) else {
+        return Ok(None);
+    };
+    if !s.proxy_allow.trusts(p.ip()) {
+        return Ok(None);
+    }
+    match tokio::time::timeout(s.header_timeout, super::proxy_protocol::read(tcp)).await {
+        Ok(Ok(super::proxy_protocol::Header::Proxied(client))) => Ok(Some(client)),
+        Ok(Ok(super::proxy_protocol::Header::Local)) => Ok(None),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(format!(
+            "no complete header within {} s",
+            s.header_timeout.as_secs()
+        )),
     }
 }
 

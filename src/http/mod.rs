@@ -17,6 +17,7 @@ mod body;
 mod conn;
 pub mod forwarded;
 mod io;
+mod proxy_protocol;
 mod queue;
 mod redact;
 
@@ -141,6 +142,9 @@ pub(crate) struct Settings {
     pub(crate) worker_connections: usize,
     /// Peers whose forwarding headers are believed.
     pub(crate) forwarded: forwarded::Trusted,
+    /// Connections from `proxy_allow` start with a PROXY protocol header.
+    pub(crate) proxy_protocol: bool,
+    pub(crate) proxy_allow: forwarded::Trusted,
     /// A request that waited longer in front of corral gets 503 at once; 0 = off.
     pub(crate) max_queue_time: Duration,
     /// A handler running longer is cancelled and answered 503; 0 = off.
@@ -169,6 +173,8 @@ impl Settings {
             },
             worker_connections: c.worker_connections as usize,
             forwarded: c.forwarded_allow_ips.clone(),
+            proxy_protocol: c.proxy_protocol,
+            proxy_allow: c.proxy_allow_ips.clone(),
             max_queue_time: Duration::from_secs(c.max_queue_time),
             request_timeout: Duration::from_secs(c.request_timeout),
         }

@@ -363,3 +363,89 @@ fn nginx_over_a_unix_socket_with_group_and_mode() {
     let line = access_line(&c, 0, "via=nginx");
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 }
+
+fn v2_header(cmd: u8, fam: u8, addr: &[u8], len: Option<u16>) -> Vec<u8> {
+    let mut v = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v.extend([0x20 | cmd, fam]);
+    v.extend(len.unwrap_or(addr.len() as u16).to_be_bytes());
+    v.extend(addr);
+    v
+}
+
+/// `--proxy-protocol`: hand-built v1 and v2 headers name the client in the access log (a
+/// v2 LOCAL keeps the peer); injection attempts (CR inside v1, extra fields, an overlong
+/// line), v2 lengths that lie, and no header at all close the connection, logged.
+#[test]
+fn proxy_protocol_v1_and_v2_strictly() {
+    let c = Corral::plain(1)
+        .args([
+            "--proxy-protocol",
+            "--access-logfile",
+            "-",
+            "--header-timeout",
+            "2",
+        ])
+        .start();
+    let get =
+        |n: u32| format!("GET /healthz?pp={n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let send = |head: &[u8], n: u32| {
+        let mut conn = Conn::open(&c.addr);
+        let mut bytes = head.to_vec();
+        bytes.extend(get(n).as_bytes());
+        conn.send_raw(&bytes).unwrap();
+        conn
+    };
+    let mut ok = send(b"PROXY TCP4 198.51.100.7 10.0.0.1 5555 80\r\n", 1);
+    assert_eq!(ok.read_response().unwrap().status, 200);
+    assert!(access_line(&c, 0, "pp=1").starts_with("198.51.100.7 - - ["));
+    let addr = [203, 0, 113, 5, 10, 0, 0, 1, 0x1f, 0x90, 0, 80];
+    let mut ok = send(&v2_header(1, 0x11, &addr, None), 2);
+    assert_eq!(ok.read_response().unwrap().status, 200);
+    assert!(access_line(&c, 0, "pp=2").starts_with("203.0.113.5 - - ["));
+    let mut local = send(&v2_header(0, 0x00, &[], None), 3);
+    assert_eq!(local.read_response().unwrap().status, 200);
+    assert!(access_line(&c, 0, "pp=3").starts_with("127.0.0.1 - - ["));
+
+    let bad: Vec<(Vec<u8>, &str)> = vec![
+        (b"PROXY TCP4 1.2.3.4\r 5.6.7.8 1 2\r\n".to_vec(), "CR or LF"),
+        (
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 GET\r\n".to_vec(),
+            "expected 6 fields",
+        ),
+        (
+            [b"PROXY TCP4 ".as_slice(), &[b'9'; 150], b"\r\n"].concat(),
+            "no CRLF within 107",
+        ),
+        (
+            v2_header(1, 0x11, &addr[..4], None),
+            "too short for its address family",
+        ),
+        (v2_header(1, 0x11, &addr, Some(4000)), "over 520"),
+        (Vec::new(), "no PROXY protocol header"),
+    ];
+    for (head, why) in bad {
+        let mark = c.mark();
+        let mut conn = send(&head, 9);
+        assert!(conn.closed_by_peer(T), "{why}: the connection closes");
+        c.expect_log_after(mark, why, T);
+    }
+    // A v2 header that says it is longer than what comes: closed at the header timeout.
+    let mark = c.mark();
+    let mut conn = Conn::open(&c.addr);
+    conn.send_raw(&v2_header(1, 0x11, &addr, Some(60))).unwrap();
+    assert!(conn.closed_by_peer(T));
+    c.expect_log_after(mark, "no complete header within 2 s", T);
+    assert!(
+        !c.stdout.all().iter().any(|l| l.contains("pp=9")),
+        "nothing was served"
+    );
+
+    let untrusted = Corral::plain(1)
+        .args(["--proxy-protocol", "--proxy-allow-ips", "10.9.9.9"])
+        .start();
+    assert_eq!(
+        untrusted.get("/healthz").status,
+        200,
+        "other peers need no header"
+    );
+}

@@ -177,7 +177,9 @@ impl Conn {
     pub fn closed_by_peer(&mut self, timeout: Duration) -> bool {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
         let mut b = [0u8; 1];
+        // A close with unread bytes in the server's buffer is a reset, not an EOF.
         matches!(self.stream.read(&mut b), Ok(0))
+            || matches!(self.stream.read(&mut b), Ok(0))
             || matches!(self.stream.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 }
