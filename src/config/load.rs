@@ -203,6 +203,7 @@ impl Layers {
             .try_into()
             .map_err(|e| ConfigError::new(format!("configuration does not fit together: {e}")))?;
         config.app = AppSection::new(section);
+        check_tls(schema, &config, &origins)?;
         Ok(Loaded {
             config,
             schema,
@@ -261,6 +262,44 @@ fn set(table: &mut toml::Table, key: &Key, value: toml::Value) {
         }
         None => {
             table.insert(key.path.to_string(), value);
+        }
+    }
+}
+
+/// The TLS files load and fit together (read here only to check them; each worker reads
+/// them again when it starts).
+fn check_tls(
+    schema: &Schema,
+    c: &Config,
+    origins: &BTreeMap<&'static str, Origin>,
+) -> Result<(), ConfigError> {
+    let bad = |path: &str, why: String| {
+        let key = schema.find(path).expect("a core key");
+        ConfigError::bad_value(key, &origins[key.path], why)
+    };
+    match (&c.certfile, &c.keyfile) {
+        (None, None) => {
+            if c.cert_reqs != crate::http::tls::CertReqs::None {
+                return Err(bad(
+                    "cert_reqs",
+                    "client certificates need TLS: set certfile and keyfile".into(),
+                ));
+            }
+            Ok(())
+        }
+        (Some(_), None) => Err(bad(
+            "keyfile",
+            "certfile is set: keyfile is needed too".into(),
+        )),
+        (None, Some(_)) => Err(bad(
+            "certfile",
+            "keyfile is set: certfile is needed too".into(),
+        )),
+        (Some(_), Some(_)) => {
+            let files = crate::http::tls::Files::of(c).expect("both set");
+            crate::http::tls::server_config(&files, c.http)
+                .map(drop)
+                .map_err(|why| bad("certfile", why))
         }
     }
 }

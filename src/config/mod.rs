@@ -95,6 +95,18 @@ pub struct Config {
     pub pid: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For`/`-Proto` and `Forwarded` headers are believed.
     pub forwarded_allow_ips: crate::http::forwarded::Trusted,
+    /// TLS on every TCP bind: the certificate chain (PEM).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub certfile: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keyfile: Option<PathBuf>,
+    /// CAs that sign acceptable client certificates (PEM).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ca_certs: Option<PathBuf>,
+    pub cert_reqs: crate::http::tls::CertReqs,
+    /// HTTP/1.1, HTTP/2, or both.
+    pub http: crate::http::tls::HttpVersions,
     /// TCP connections from `proxy_allow_ips` start with a PROXY protocol header (v1/v2).
     pub proxy_protocol: bool,
     /// Peers that must (and may) send a PROXY header.

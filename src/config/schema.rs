@@ -265,6 +265,11 @@ pub(crate) static KEYS: &[Key] = &[
         parse: Some(parse_trusted),
         ..flag("forwarded_allow_ips", None, "forwarded-allow-ips", Kind::List, "Proxies whose X-Forwarded-For, X-Forwarded-Proto and Forwarded headers give the client's address and scheme: addresses or CIDR blocks, comma-separated or repeated; * trusts every peer (the default under Heroku, DYNO set); unix-socket peers are always trusted")
     },
+    flag("certfile", None, "certfile", Kind::Path, "TLS on every TCP bind: the certificate, with its chain (PEM); needs --keyfile. Unix sockets stay plain"),
+    flag("keyfile", None, "keyfile", Kind::Path, "The certificate's private key (PEM); never logged"),
+    flag("ca_certs", None, "ca-certs", Kind::Path, "CA certificates (PEM) that sign the client certificates --cert-reqs accepts"),
+    flag("cert_reqs", None, "cert-reqs", Kind::Enum(crate::http::tls::CertReqs::NAMES), "Client certificates: none, optional (verified when sent) or required"),
+    flag("http", None, "http", Kind::Enum(crate::http::tls::HttpVersions::NAMES), "HTTP versions: 1 (HTTP/1.1), 2 (HTTP/2 only) or auto (both: ALPN on TLS, the HTTP/2 preface on plain TCP)"),
     flag("proxy_protocol", None, "proxy-protocol", Kind::Bool, "TCP connections from --proxy-allow-ips start with a PROXY protocol header, v1 or v2 (HAProxy, AWS NLB), naming the client; a missing or malformed one closes the connection"),
     Key {
         parse: Some(parse_trusted),
@@ -344,6 +349,11 @@ pub(crate) fn defaults() -> Config {
             "::1".to_string(),
         ])
         .expect("valid addresses"),
+        certfile: None,
+        keyfile: None,
+        ca_certs: None,
+        cert_reqs: crate::http::tls::CertReqs::None,
+        http: crate::http::tls::HttpVersions::Auto,
         proxy_protocol: false,
         proxy_allow_ips: crate::http::forwarded::Trusted::try_from(vec![
             "127.0.0.1".to_string(),
@@ -409,6 +419,9 @@ mod tests {
         c.group = Some("x".into());
         c.umask = Some(crate::config::Mode(0o22));
         c.chdir = Some("x".into());
+        c.certfile = Some("x".into());
+        c.keyfile = Some("x".into());
+        c.ca_certs = Some("x".into());
         c.bind_mode = Some(crate::config::Mode(0o660));
         c.access_logfile = Some("-".into());
         c.access_logformat = Some(crate::http::access_log::Template::parse("%(h)s").unwrap());

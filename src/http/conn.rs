@@ -68,13 +68,18 @@ pub(super) async fn run<S: AppService>(
             }
         }
     }
-    let activity = Activity::new();
-    let svc = Wrap {
-        inner,
-        activity: activity.clone(),
-        shared: shared.clone(),
-        peer,
-    };
+    if let Some(acceptor) = &shared.tls {
+        if let Stream::Tcp(tcp) = stream {
+            match handshake(acceptor, tcp, peer, &shared.settings).await {
+                Some(tls) => stream = Stream::Tls(Box::new(tls)),
+                None => return,
+            }
+        }
+    }
+    if speaks_h2(&stream, &shared.settings).await {
+        return serve_h2(stream, peer, inner, shared).await;
+    }
+    let (svc, activity) = Wrap::new(inner, &shared, peer);
     // Not pinned in place: on a header timeout the socket is taken back (`into_parts`)
     // to answer 408, which needs the connection by value (it is `Unpin`).
     let io = TokioIo::new(Conn::new(stream, activity.clone()));
@@ -140,6 +145,139 @@ pub(super) async fn run<S: AppService>(
         }
     }
 }
+
+/// The TLS handshake, within the header timeout. A plain HTTP request on the TLS port
+/// gets nginx's answer, a 400 that says so; a failed or stalled handshake closes.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: Option<SocketAddr>,
+    s: &Settings,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(s.header_timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            let body = r#"{"detail":"The plain HTTP request was sent to HTTPS port."}"#;
+            let reply = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n{body}",
+                body.len(),
+                http_date()
+            );
+            let mut tcp = tcp;
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, reply.as_bytes()).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
+            return None;
+        }
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    match tokio::time::timeout(s.header_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = ?peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = ?peer, "TLS handshake did not finish within the header timeout");
+            None
+        }
+    }
+}
+
+/// Whether this connection speaks HTTP/2: ALPN `h2` on TLS; on plain TCP with
+/// `--http auto`, the client's first bytes are HTTP/2's preface (prior knowledge).
+async fn speaks_h2(stream: &Stream, s: &Settings) -> bool {
+    use super::tls::HttpVersions;
+    match (stream, s.http) {
+        (_, HttpVersions::One) => false,
+        (Stream::Tls(t), _) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
+        (_, HttpVersions::Two) => true,
+        (Stream::Tcp(t), HttpVersions::Auto) => {
+            const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+            let mut buf = [0u8; 16];
+            let deadline = tokio::time::Instant::now() + s.header_timeout;
+            loop {
+                let n = match tokio::time::timeout_at(deadline, t.peek(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return false,
+                };
+                if n == 0 || !PREFACE.starts_with(&buf[..n.min(PREFACE.len())]) {
+                    return false;
+                }
+                if n >= PREFACE.len() {
+                    return true;
+                }
+                // A preface split across packets: wait for more without spinning.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        (Stream::Unix(_), HttpVersions::Auto) => false,
+    }
+}
+
+/// Serves one HTTP/2 connection: the same service wrapper (limits, request ids, access
+/// log, metrics, `--max-requests`), hyper's HTTP/2 protections (concurrent streams,
+/// header list size, the rapid-reset bound), GOAWAY on drain and when idle past
+/// keep-alive.
+async fn serve_h2<S: AppService>(
+    stream: Stream,
+    peer: Option<SocketAddr>,
+    inner: S,
+    shared: Arc<Shared>,
+) {
+    let (svc, activity) = Wrap::new(inner, &shared, peer);
+    let st = &shared.settings;
+    let header_list = (st.limit_request_fields * st.limit_request_field_size.max(256))
+        .clamp(16 * 1024, 1024 * 1024) as u32;
+    let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(header_list)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(st.keep_alive))
+        .keep_alive_timeout(st.header_timeout);
+    let io = TokioIo::new(Conn::binary(stream, activity.clone()));
+    let conn = b.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut drain = shared.drain_signal();
+    let mut closing = false;
+    loop {
+        let idle_left = match activity.phase() {
+            Phase::Idle(since) => ms_left(since, st.keep_alive, crate::sys::monotonic_ms()),
+            _ => st.keep_alive,
+        };
+        tokio::select! {
+            res = &mut conn => {
+                if let Err(e) = res {
+                    super::log_debug_conn_error(&e);
+                }
+                return;
+            }
+            _ = drain.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = shared.reclaim.notified(), if !closing => {
+                if matches!(activity.phase(), Phase::Idle(_)) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = tokio::time::sleep(idle_left), if !closing => {
+                if let Phase::Idle(since) = activity.phase() {
+                    if ms_left(since, st.keep_alive, crate::sys::monotonic_ms()).is_zero() {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Concurrent streams per HTTP/2 connection.
+const MAX_STREAMS: u32 = 100;
 
 /// The client a PROXY header names, for a TCP peer in `--proxy-allow-ips` (which must
 /// send one, within the header timeout); other peers are served as they are.
@@ -214,6 +352,19 @@ struct Wrap<S> {
     activity: Arc<Activity>,
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
+}
+
+impl<S> Wrap<S> {
+    fn new(inner: S, shared: &Arc<Shared>, peer: Option<SocketAddr>) -> (Wrap<S>, Arc<Activity>) {
+        let activity = Activity::new();
+        let w = Wrap {
+            inner,
+            activity: activity.clone(),
+            shared: shared.clone(),
+            peer,
+        };
+        (w, activity)
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -441,6 +592,7 @@ impl Logged {
             version: match req.version() {
                 Version::HTTP_10 => "HTTP/1.0",
                 Version::HTTP_11 => "HTTP/1.1",
+                Version::HTTP_2 => "HTTP/2.0",
                 _ => "HTTP",
             },
             referer: header(REFERER).map(|r| redact::target(&r).into_owned()),

@@ -20,11 +20,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-/// An accepted connection, TCP or unix.
+/// An accepted connection, TCP (plain or TLS) or unix.
 #[derive(Debug)]
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 /// What a connection is doing, as far as timeouts are concerned.
@@ -137,6 +138,8 @@ pub(crate) struct Conn {
     stream: Stream,
     activity: Arc<Activity>,
     head: HeadScan,
+    /// HTTP/1 heads are checked for bare LFs; HTTP/2 frames are binary and are not.
+    scan_heads: bool,
 }
 
 impl Conn {
@@ -145,6 +148,15 @@ impl Conn {
             stream,
             activity,
             head: HeadScan::default(),
+            scan_heads: true,
+        }
+    }
+
+    /// For HTTP/2: activity is noted, but no HTTP/1 line endings are looked for.
+    pub(crate) fn binary(stream: Stream, activity: Arc<Activity>) -> Conn {
+        Conn {
+            scan_heads: false,
+            ..Conn::new(stream, activity)
         }
     }
 
@@ -160,7 +172,7 @@ impl Conn {
                 ..HeadScan::default()
             };
         }
-        if !a.busy.load(Relaxed) && !self.head.done && self.head.feed(bytes) {
+        if self.scan_heads && !a.busy.load(Relaxed) && !self.head.done && self.head.feed(bytes) {
             a.bare_lf.store(true, Relaxed);
         }
     }
@@ -173,6 +185,8 @@ impl Conn {
             let n = match &self.stream {
                 Stream::Tcp(s) => s.try_write(rest),
                 Stream::Unix(s) => s.try_write(rest),
+                // Plain bytes cannot go on a TLS stream: it just closes.
+                Stream::Tls(_) => break,
             };
             match n {
                 Ok(0) | Err(_) => break,
@@ -182,6 +196,9 @@ impl Conn {
         let _ = match &self.stream {
             Stream::Tcp(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write),
+            Stream::Tls(s) => {
+                socket2::SockRef::from(s.get_ref().0).shutdown(std::net::Shutdown::Write)
+            }
         };
     }
 }
@@ -196,6 +213,7 @@ impl AsyncRead for Conn {
         let polled = match &mut self.stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         };
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.saw(&buf.filled()[before..]);
@@ -213,6 +231,7 @@ impl AsyncWrite for Conn {
         match &mut self.stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -224,6 +243,7 @@ impl AsyncWrite for Conn {
         match &mut self.stream {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -235,6 +255,7 @@ impl AsyncWrite for Conn {
         match &mut self.stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -242,6 +263,7 @@ impl AsyncWrite for Conn {
         match &mut self.stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

@@ -20,6 +20,7 @@ mod io;
 mod proxy_protocol;
 mod queue;
 mod redact;
+pub mod tls;
 
 use crate::sys::scoreboard::{Balance, Scoreboard, State, SLOTS};
 use bytes::Bytes;
@@ -145,6 +146,8 @@ pub(crate) struct Settings {
     /// Connections from `proxy_allow` start with a PROXY protocol header.
     pub(crate) proxy_protocol: bool,
     pub(crate) proxy_allow: forwarded::Trusted,
+    /// HTTP/1.1, HTTP/2 or both.
+    pub(crate) http: tls::HttpVersions,
     /// A request that waited longer in front of corral gets 503 at once; 0 = off.
     pub(crate) max_queue_time: Duration,
     /// A handler running longer is cancelled and answered 503; 0 = off.
@@ -173,6 +176,7 @@ impl Settings {
             },
             worker_connections: c.worker_connections as usize,
             forwarded: c.forwarded_allow_ips.clone(),
+            http: c.http,
             proxy_protocol: c.proxy_protocol,
             proxy_allow: c.proxy_allow_ips.clone(),
             max_queue_time: Duration::from_secs(c.max_queue_time),
@@ -186,6 +190,8 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) board: Arc<Scoreboard>,
     pub(crate) access_log: Option<access_log::AccessLog>,
+    /// TLS on the TCP listeners.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     wake: OwnedFd,
     balance: Option<(Arc<Balance>, usize)>,
     draining: AtomicBool,
@@ -218,11 +224,13 @@ impl Shared {
         access_log: Option<access_log::AccessLog>,
         wake: OwnedFd,
         balance: Option<(Arc<Balance>, usize)>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Shared {
         Shared {
             settings,
             board,
             access_log,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
             wake,
             balance,
             draining: AtomicBool::new(false),

@@ -47,6 +47,13 @@ impl DevReload {
             );
         }
         paths.extend(c.reload_extra_file.iter().cloned());
+        if let Some(files) = crate::http::tls::Files::of(c) {
+            paths.extend(
+                crate::http::tls::watched(&files)
+                    .into_iter()
+                    .map(|p| p.to_path_buf()),
+            );
+        }
         for p in &paths {
             if let Err(e) = files.add(p) {
                 warn!("--reload: cannot watch {}: {e}", p.display());

@@ -64,8 +64,13 @@ pub(crate) fn run(o: Options) -> Result<(), Halt> {
     let signals = signals::SignalQueue::install()
         .map_err(|e| Halt::failure(format!("cannot install signal handlers: {e}")))?;
     let listeners = open_listeners(&o)?;
+    let tls = o.loaded.config.certfile.is_some();
     for l in &listeners {
-        info!(addr = %l.addr, "Listening at: {} ({pid})", l.addr);
+        let shown = match &l.addr {
+            crate::config::BindAddr::Tcp(a) if tls => format!("https://{a}"),
+            other => other.to_string(),
+        };
+        info!(addr = %shown, "Listening at: {shown} ({pid})");
     }
     let successor = o.upgrade.is_some();
     let pidfile = match &o.loaded.config.pid {

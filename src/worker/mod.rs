@@ -170,12 +170,20 @@ where
                 ))
             }
         };
+        let tls = match http::tls::Files::of(&config) {
+            Some(files) => match http::tls::server_config(&files, config.http) {
+                Ok(c) => Some(c),
+                Err(e) => return fail(format!("cannot load the TLS certificate: {e}")),
+            },
+            None => None,
+        };
         let shared = Arc::new(http::Shared::new(
             http::Settings::from_config(&config),
             board.clone(),
             access_log,
             wake,
             balance,
+            tls,
         ));
         board.set_state(State::Ready);
         shared.accepting();

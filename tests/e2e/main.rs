@@ -11,5 +11,6 @@ mod http; // limits, timeouts, request ids, access log
 mod master; // supervision, signals, reloads, recycling, shutdown, boot failure
 mod migrate; // migrations at boot, the migrate CLI, locking, SQLite and PostgreSQL
 mod observe; // metrics from the master, the control socket, status, ctl, top, process titles
-mod platform;
-mod proxy; // behind a proxy: forwarded headers, Heroku's defaults, queue time, timeouts, shutdown delay // systemd, USR2 upgrades, Heroku and honcho, --reload
+mod platform; // systemd, USR2 upgrades, Heroku and honcho, --reload
+mod proxy; // behind a proxy: forwarded headers, PROXY protocol, Heroku, queue time, timeouts, privileges
+mod tls; // TLS and HTTP/2: curl, openssl s_client, h2load, rotation, rapid reset

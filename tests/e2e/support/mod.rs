@@ -19,6 +19,7 @@ mod fs;
 mod nginx;
 mod pg;
 mod process;
+mod tls;
 
 pub use client::*;
 pub use db::*;
@@ -26,3 +27,4 @@ pub use fs::*;
 pub use nginx::*;
 pub use pg::*;
 pub use process::*;
+pub use tls::*;

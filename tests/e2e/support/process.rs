@@ -224,7 +224,10 @@ impl Builder {
                 .split(' ')
                 .next()
                 .unwrap();
-            c.addr = url.trim_start_matches("http://").to_string();
+            c.addr = url
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .to_string();
         } else {
             let status = c.wait_exit(Duration::from_secs(5));
             panic!(
