@@ -1,5 +1,5 @@
-//! Request bodies the way DRF's parsers read them: JSON and form-encoded bodies, and
-//! `CharField` validation with DRF's messages.
+//! Request bodies the way DRF's default parsers read them: JSON, form-encoded and
+//! multipart bodies, and `CharField` validation with DRF's messages.
 
 use super::errors::{
     ApiError, FIELD_BLANK, FIELD_NOT_STRING, FIELD_NULL, FIELD_NULL_CHARACTERS, FIELD_REQUIRED,
@@ -43,15 +43,35 @@ pub(super) async fn read(req: Request<RequestBody>) -> Result<Data, ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if media != "application/json" && media != "application/x-www-form-urlencoded" {
+    let multipart = media == "multipart/form-data";
+    if media != "application/json" && media != "application/x-www-form-urlencoded" && !multipart {
         return Err(ApiError::UnsupportedMediaType(content_type));
     }
+    let boundary = if multipart {
+        match boundary(&content_type) {
+            Some(b) => Some(b),
+            None => {
+                let shown = content_type
+                    .split(';')
+                    .find_map(|p| p.trim().strip_prefix("boundary="))
+                    .map_or("None".to_string(), |b| format!("b'{b}'"));
+                return Err(ApiError::MultipartParse(format!(
+                    "Invalid boundary in multipart: {shown}"
+                )));
+            }
+        }
+    } else {
+        None
+    };
     let bytes = match req.into_body().collect().await {
         Ok(c) => c.to_bytes(),
         // The core answers 413 and 408 itself; these keep the app's answer consistent.
         Err(crate::http::BodyError::TooLarge { .. }) => return Err(ApiError::BodyTooLarge),
         Err(_) => return Err(ApiError::MalformedBody),
     };
+    if let Some(b) = boundary {
+        return Ok(Data::Object(multipart_fields(&bytes, &b)));
+    }
     if media == "application/x-www-form-urlencoded" {
         let mut m = Map::new();
         for (k, v) in form_urlencoded::parse(&bytes) {
@@ -63,6 +83,86 @@ pub(super) async fn read(req: Request<RequestBody>) -> Result<Data, ApiError> {
         Ok(Value::Object(m)) => Ok(Data::Object(m)),
         Ok(other) => Ok(Data::NotObject(python_type(&other))),
         Err(e) => Err(ApiError::JsonParse(python_json_error(&e, &bytes))),
+    }
+}
+
+/// The `boundary` parameter of a multipart content type, if it is a valid one (RFC 2046:
+/// 1–70 characters, possibly quoted).
+fn boundary(content_type: &str) -> Option<String> {
+    let raw = content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim())
+    })?;
+    let b = raw.trim_matches('"');
+    (!b.is_empty() && b.len() <= 70 && b.is_ascii() && !b.contains(['\r', '\n']))
+        .then(|| b.to_string())
+}
+
+/// The fields of a `multipart/form-data` body, files included as DRF's `request.data`
+/// has them (as objects, which no `CharField` accepts); the last value of a repeated
+/// field wins. Like Django's parser it is lenient: what does not parse ends the fields.
+fn multipart_fields(body: &[u8], boundary: &str) -> Map<String, Value> {
+    let delimiter = format!("--{boundary}");
+    let d = delimiter.as_bytes();
+    let find = |hay: &[u8], from: usize| -> Option<usize> {
+        hay.get(from..)?
+            .windows(d.len())
+            .position(|w| w == d)
+            .map(|i| i + from)
+    };
+    let mut fields = Map::new();
+    let Some(mut at) = find(body, 0) else {
+        return fields;
+    };
+    loop {
+        let after = at + d.len();
+        if body[after..].starts_with(b"--") {
+            return fields; // the closing delimiter
+        }
+        let start = after
+            + if body[after..].starts_with(b"\r\n") {
+                2
+            } else {
+                0
+            };
+        let Some(next) = find(body, start) else {
+            return fields;
+        };
+        let part = &body[start..next];
+        let part = part.strip_suffix(b"\r\n").unwrap_or(part);
+        let Some(split) = part.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return fields;
+        };
+        let head = String::from_utf8_lossy(&part[..split]);
+        let value = &part[split + 4..];
+        let disposition = head
+            .split("\r\n")
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-disposition")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        let param = |name: &str| {
+            disposition.split(';').skip(1).find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        match (param("name"), param("filename")) {
+            (Some(name), None) => {
+                let text = String::from_utf8_lossy(value).into_owned();
+                fields.insert(name, Value::String(text));
+            }
+            // DRF merges uploaded files into `request.data`: a file where a CharField is
+            // expected is "Not a valid string."
+            (Some(name), Some(_)) => {
+                fields.insert(name, json!({ "file": true }));
+            }
+            _ => {}
+        }
+        at = next;
     }
 }
 

@@ -69,6 +69,10 @@ pub(super) enum ApiError {
     MalformedBody,
     /// `JSON parse error - …`, in Python's words.
     JsonParse(String),
+    /// `Multipart form parse error - …`, in Django's words where they are known.
+    MultipartParse(String),
+    /// The `Accept` header asks for nothing JSON can satisfy (DRF's 406).
+    NotAcceptable,
     /// A JSON body that is not an object: Python's type name.
     NotAnObject(&'static str),
     /// Field errors, each field with its messages.
@@ -163,6 +167,14 @@ impl ApiError {
                 Reply::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large.")
             }
             MalformedBody => Reply::detail(StatusCode::BAD_REQUEST, "Malformed request body."),
+            MultipartParse(why) => Reply::detail(
+                StatusCode::BAD_REQUEST,
+                &format!("Multipart form parse error - {why}"),
+            ),
+            NotAcceptable => Reply::detail(
+                StatusCode::NOT_ACCEPTABLE,
+                "Could not satisfy the request Accept header.",
+            ),
             JsonParse(why) => Reply::detail(
                 StatusCode::BAD_REQUEST,
                 &format!("JSON parse error - {why}"),

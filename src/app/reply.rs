@@ -4,10 +4,26 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
-    HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+    HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
+
+const CROSS_ORIGIN_OPENER_POLICY: HeaderName =
+    HeaderName::from_static("cross-origin-opener-policy");
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
+
+/// JSON indented by `n` spaces, as Python's `json.dumps(indent=n)` writes it.
+fn pretty(v: &Value, n: usize) -> Bytes {
+    use serde::Serialize;
+    let indent = vec![b' '; n];
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(&indent),
+    );
+    let _ = v.serialize(&mut ser);
+    Bytes::from(out)
+}
 
 /// A response under construction (compact JSON, DRF's headers).
 pub(super) struct Reply {
@@ -16,6 +32,8 @@ pub(super) struct Reply {
     /// Pre-serialised bytes, when the body never changes (`/hello/`).
     fixed: Option<&'static str>,
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+    /// `Accept: application/json; indent=N`: DRF renders with N spaces (at most 8).
+    pub(super) indent: Option<usize>,
 }
 
 impl Reply {
@@ -25,6 +43,7 @@ impl Reply {
             body,
             fixed: None,
             headers: vec![],
+            indent: None,
         }
     }
 
@@ -39,6 +58,7 @@ impl Reply {
             body: Value::Null,
             fixed: Some(json),
             headers: vec![],
+            indent: None,
         }
     }
 
@@ -62,23 +82,29 @@ impl Reply {
     /// The response; for `HEAD`, without the body but with the `Content-Length` the body
     /// would have had (RFC 9110 §9.3.2).
     pub(super) fn into_response(self, head_only: bool) -> Response<Full<Bytes>> {
-        let bytes = match self.fixed {
-            Some(s) => Bytes::from_static(s.as_bytes()),
-            None => Bytes::from(self.body.to_string()),
+        let bytes = match (self.fixed, self.indent) {
+            (Some(s), None) => Bytes::from_static(s.as_bytes()),
+            (Some(s), Some(n)) => pretty(&serde_json::from_str(s).unwrap_or(Value::Null), n),
+            (None, Some(n)) => pretty(&self.body, n),
+            (None, None) => Bytes::from(self.body.to_string()),
         };
         let head_length = head_only.then(|| HeaderValue::from(bytes.len()));
         let bytes = if head_only { Bytes::new() } else { bytes };
         let mut r = Response::new(Full::new(bytes));
         *r.status_mut() = self.status;
         let h = r.headers_mut();
-        h.reserve(5 + self.headers.len());
+        h.reserve(7 + self.headers.len());
         if let Some(len) = head_length {
             h.insert(CONTENT_LENGTH, len);
         }
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        // Of Django's SecurityMiddleware defaults, the one that matters to a JSON API (the
-        // others govern how browsers treat documents); every byte here is paid per request.
+        // Django's SecurityMiddleware defaults, as the peer sends them.
         h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+        h.insert(
+            CROSS_ORIGIN_OPENER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
         for (k, v) in self.headers {
             h.insert(k, v);
         }

@@ -25,6 +25,27 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
     let uri = req.uri().clone();
     let path = uri.path();
     let www = s.www_authenticate.clone();
+    // DRF's views answer every response with `Allow`, and negotiate the renderer before
+    // anything else (authentication included): JSON or 406.
+    let allow = match path {
+        "/api/token/" | "/api/token/refresh/" | "/api/token/verify/" | "/api/token/blacklist/" => {
+            Some(TOKEN_ALLOW)
+        }
+        "/hello/" => Some(HELLO_ALLOW),
+        _ => None,
+    };
+    let indent = match allow.map(|_| negotiate(&req)) {
+        Some(Err(())) => {
+            let r = ApiError::NotAcceptable
+                .reply(&www)
+                .header_value(ALLOW, HeaderValue::from_static(allow.unwrap_or_default()));
+            let mut resp = r.into_response(head);
+            resp.extensions_mut().insert(Route(route_name(path)));
+            return resp;
+        }
+        Some(Ok(indent)) => indent,
+        None => None,
+    };
     // The token views' futures are boxed: inline, the largest of them would set the size
     // of every request's future, which is moved into the heap once per request.
     let result = match path {
@@ -32,8 +53,7 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
             Box::pin(token_view(
                 s,
                 req,
-                "Token Obtain Pair",
-                TOKEN_OBTAIN_DOC,
+                ("Token Obtain Pair", TOKEN_OBTAIN_DOC, OBTAIN_FIELDS),
                 views::obtain,
             ))
             .await
@@ -42,8 +62,7 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
             Box::pin(token_view(
                 s,
                 req,
-                "Token Refresh",
-                TOKEN_REFRESH_DOC,
+                ("Token Refresh", TOKEN_REFRESH_DOC, REFRESH_FIELDS),
                 views::refresh,
             ))
             .await
@@ -52,8 +71,7 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
             Box::pin(token_view(
                 s,
                 req,
-                "Token Verify",
-                TOKEN_VERIFY_DOC,
+                ("Token Verify", TOKEN_VERIFY_DOC, VERIFY_FIELDS),
                 views::verify,
             ))
             .await
@@ -62,8 +80,7 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
             Box::pin(token_view(
                 s,
                 req,
-                "Token Blacklist",
-                TOKEN_BLACKLIST_DOC,
+                ("Token Blacklist", TOKEN_BLACKLIST_DOC, BLACKLIST_FIELDS),
                 views::blacklist,
             ))
             .await
@@ -91,9 +108,52 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
         }
         _ => Err(ApiError::NotFound),
     };
-    let mut resp = result.unwrap_or_else(|e| e.reply(&www)).into_response(head);
+    let mut reply = result.unwrap_or_else(|e| e.reply(&www));
+    reply.indent = indent;
+    if let Some(a) = allow {
+        reply = reply.header_value(ALLOW, HeaderValue::from_static(a));
+    }
+    let mut resp = reply.into_response(head);
     resp.extensions_mut().insert(Route(route_name(path)));
     resp
+}
+
+/// DRF's `DefaultContentNegotiation` with JSON as the only renderer: no `Accept`, or one
+/// naming `application/json`, `application/*` or `*/*` (`q` aside); `Err` is 406. An
+/// `indent=N` parameter on `application/json` asks for indented JSON, as DRF renders it.
+fn negotiate(req: &Request<RequestBody>) -> Result<Option<usize>, ()> {
+    let mut values = req
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let mut acceptable = false;
+    for v in values {
+        for range in v.to_str().unwrap_or("").split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            match media.as_str() {
+                "application/json" => {
+                    let indent = parts.find_map(|p| {
+                        let (k, v) = p.split_once('=')?;
+                        (k.trim() == "indent").then(|| v.trim().parse::<usize>().ok())?
+                    });
+                    // DRF treats indent=0 as no indent.
+                    return Ok(indent.filter(|n| *n > 0).map(|n| n.min(8)));
+                }
+                "application/*" | "*/*" | "" => acceptable = true,
+                _ => {}
+            }
+        }
+    }
+    if acceptable {
+        Ok(None)
+    } else {
+        Err(())
+    }
 }
 
 /// The endpoint's name (Django's URL names), the bounded `route` label of the metrics.
@@ -137,8 +197,7 @@ fn simple_get(req: &Request<RequestBody>, f: impl FnOnce() -> Reply) -> ViewResu
 async fn token_view<F, Fut>(
     s: Arc<State>,
     req: Request<RequestBody>,
-    name: &str,
-    doc: &str,
+    (name, doc, actions): (&str, &str, &[Field]),
     view: F,
 ) -> ViewResult
 where
@@ -147,9 +206,7 @@ where
 {
     match *req.method() {
         Method::POST => view(s, req).await,
-        Method::OPTIONS => {
-            Ok(metadata(name, doc).header_value(ALLOW, HeaderValue::from_static(TOKEN_ALLOW)))
-        }
+        Method::OPTIONS => Ok(metadata(name, doc, actions)),
         ref m => not_allowed(m, TOKEN_ALLOW),
     }
 }
@@ -159,24 +216,61 @@ async fn hello(s: &State, req: Request<RequestBody>) -> ViewResult {
     views::authenticate(s, &req).await?;
     match *req.method() {
         Method::GET | Method::HEAD => Ok(views::hello()),
-        Method::OPTIONS => {
-            Ok(metadata("Hello", "").header_value(ALLOW, HeaderValue::from_static(HELLO_ALLOW)))
-        }
+        Method::OPTIONS => Ok(metadata("Hello", "", &[])),
         ref m => not_allowed(m, HELLO_ALLOW),
     }
 }
 
-/// DRF's `SimpleMetadata` answer to OPTIONS.
-fn metadata(name: &str, description: &str) -> Reply {
-    Reply::ok(json!({
+/// A serializer field as DRF's `SimpleMetadata` describes it under `actions.POST`.
+struct Field {
+    name: &'static str,
+    label: &'static str,
+    read_only: bool,
+}
+
+const fn field(name: &'static str, label: &'static str) -> Field {
+    Field {
+        name,
+        label,
+        read_only: false,
+    }
+}
+
+const OBTAIN_FIELDS: &[Field] = &[field("username", "Username"), field("password", "Password")];
+const REFRESH_FIELDS: &[Field] = &[
+    field("refresh", "Refresh"),
+    Field {
+        name: "access",
+        label: "Access",
+        read_only: true,
+    },
+];
+const VERIFY_FIELDS: &[Field] = &[field("token", "Token")];
+const BLACKLIST_FIELDS: &[Field] = &[field("refresh", "Refresh")];
+
+/// DRF's `SimpleMetadata` answer to OPTIONS, byte for byte (the docstrings keep their
+/// line breaks, as DRF's `get_view_description` leaves them).
+fn metadata(name: &str, description: &str, fields: &[Field]) -> Reply {
+    let mut body = json!({
         "name": name,
         "description": description,
         "renders": ["application/json"],
-        "parses": ["application/json", "application/x-www-form-urlencoded"],
-    }))
+        "parses": ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"],
+    });
+    if !fields.is_empty() {
+        let mut post = serde_json::Map::new();
+        for f in fields {
+            post.insert(
+                f.name.into(),
+                json!({ "type": "string", "required": !f.read_only, "read_only": f.read_only, "label": f.label }),
+            );
+        }
+        body["actions"] = json!({ "POST": post });
+    }
+    Reply::ok(body)
 }
 
-const TOKEN_OBTAIN_DOC: &str = "Takes a set of user credentials and returns an access and refresh JSON web token pair to prove the authentication of those credentials.";
-const TOKEN_REFRESH_DOC: &str = "Takes a refresh type JSON web token and returns an access type JSON web token if the refresh token is valid.";
-const TOKEN_VERIFY_DOC: &str = "Takes a token and indicates if it is valid.  This view provides no information about a token's fitness for a particular use.";
-const TOKEN_BLACKLIST_DOC: &str = "Takes a token and blacklists it. Must be used with the `rest_framework_simplejwt.token_blacklist` app installed.";
+const TOKEN_OBTAIN_DOC: &str = "Takes a set of user credentials and returns an access and refresh JSON web\ntoken pair to prove the authentication of those credentials.";
+const TOKEN_REFRESH_DOC: &str = "Takes a refresh type JSON web token and returns an access type JSON web\ntoken if the refresh token is valid.";
+const TOKEN_VERIFY_DOC: &str = "Takes a token and indicates if it is valid.  This view provides no\ninformation about a token's fitness for a particular use.";
+const TOKEN_BLACKLIST_DOC: &str = "Takes a token and blacklists it. Must be used with the\n`rest_framework_simplejwt.token_blacklist` app installed.";

@@ -12,6 +12,7 @@ mod keys; // RS256, ES256, EdDSA, the JWKS, key rotation and key confusion
 mod netns; // a fleet in network namespaces behind nginx: rolling HUP and USR2, a host lost
 mod outage; // PostgreSQL cut off while serving
 mod parsing; // DRF field validation, body parsing, methods, OPTIONS, HEAD, APPEND_SLASH
+mod peer; // side by side with the real Django + DRF + simplejwt peer
 mod rotation; // refresh rotation, reuse detection, concurrent refreshes
 mod secrets; // SECRET_KEY rules, the development key, nothing secret in logs
 mod tokens; // token shape, last_login, fixed vectors from PyJWT/simplejwt

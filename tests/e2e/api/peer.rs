@@ -1,0 +1,325 @@
+//! Side by side with the real thing: Django 5.2 + DRF + simplejwt 5.5.1 under Gunicorn
+//! (`../shared/peers/django_jwt`), the same requests to both, the same answers expected:
+//! status, body (tokens aside) and the headers DRF and Django's middleware set.
+//!
+//! The peer needs its Python requirements: a virtualenv in `$TEST_PEER_VENV`,
+//! `target/peer-venv` (which `.ci/run` makes) or `../shared/peers/.venv`. Without one, or
+//! without the peers directory (it lives outside this repository), the test says it
+//! skipped.
+
+use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A running peer, stopped on drop.
+struct Peer {
+    child: Child,
+    port: u16,
+    _db: TempDir,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        kill(self.child.id(), "TERM");
+        let _ = self.child.wait();
+    }
+}
+
+fn peer_paths() -> Option<(PathBuf, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let peers = root.join("../shared/peers");
+    let venvs = [
+        std::env::var_os("TEST_PEER_VENV").map(PathBuf::from),
+        Some(root.join("target/peer-venv")),
+        Some(peers.join(".venv")),
+    ];
+    let venv = venvs
+        .into_iter()
+        .flatten()
+        .find(|v| v.join("bin/gunicorn").exists())?;
+    peers
+        .join("django_jwt/run.sh")
+        .exists()
+        .then_some((peers.join("django_jwt"), venv))
+}
+
+impl Peer {
+    fn start(test: &str) -> Option<Peer> {
+        let Some((dir, venv)) = peer_paths() else {
+            eprintln!("SKIPPED {test}: the Django peer is not set up (../shared/peers and its virtualenv; .ci/run makes target/peer-venv)");
+            return None;
+        };
+        let db = TempDir::new("peer");
+        let env = [
+            ("PEER_SECRET", SECRET.to_string()),
+            ("PEER_DB", db.join("peer.sqlite3").display().to_string()),
+            ("PEER_VENV", venv.display().to_string()),
+        ];
+        let setup = Command::new("bash")
+            .arg(dir.join("setup.sh"))
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(
+            setup.status.success(),
+            "peer setup: {}",
+            String::from_utf8_lossy(&setup.stderr)
+        );
+        let port = free_port();
+        let child = Command::new("bash")
+            .arg(dir.join("run.sh"))
+            .args([port.to_string(), "1".into()])
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let peer = Peer {
+            child,
+            port,
+            _db: db,
+        };
+        eventually(T, "the peer to answer", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Some(peer)
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// What must match: status, the body with tokens masked, and DRF's and Django's headers.
+fn shape(r: &Response) -> (u16, Vec<(String, String)>, String) {
+    const HEADERS: &[&str] = &[
+        "allow",
+        "content-type",
+        "www-authenticate",
+        "x-content-type-options",
+        "referrer-policy",
+        "cross-origin-opener-policy",
+        "retry-after",
+    ];
+    let mut h: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .filter(|(k, _)| HEADERS.contains(&k.as_str()))
+        .collect();
+    h.sort();
+    let body = r.text();
+    let masked = body
+        .split('"')
+        .map(|p| if p.starts_with("eyJ") { "TOKEN" } else { p })
+        .collect::<Vec<_>>()
+        .join("\"");
+    (r.status, h, masked)
+}
+
+/// One request on a new connection, with a Host that Django's ALLOWED_HOSTS accepts.
+fn ask(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    let mut c = Conn::open(addr);
+    c.send_raw(&bytes).unwrap();
+    c.read_response()
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &str)>) -> (String, Vec<u8>) {
+    let b = "corralPeerBoundary7x";
+    let mut body = String::new();
+    for (k, v) in fields {
+        body.push_str(&format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+        ));
+    }
+    if let Some((k, content)) = file {
+        body.push_str(&format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"; filename=\"f.txt\"\r\nContent-Type: text/plain\r\n\r\n{content}\r\n"));
+    }
+    body.push_str(&format!("--{b}--\r\n"));
+    (
+        format!("multipart/form-data; boundary={b}"),
+        body.into_bytes(),
+    )
+}
+
+/// A request: method, path, headers, body.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>);
+
+/// Part 1 of DRF parity, request for request against the peer: multipart bodies, 406
+/// content negotiation (and `indent`), `Allow` on every view response, byte-identical
+/// `OPTIONS` metadata, Django's SecurityMiddleware headers.
+#[test]
+fn answers_match_the_django_peer() {
+    let Some(peer) = Peer::start("answers_match_the_django_peer") else {
+        return;
+    };
+    let api = Api::start(TestDb::sqlite(), &[], &[]);
+    let login = |pw: &str| multipart(&[("username", "alice"), ("password", pw)], None);
+    let (ct_ok, ok) = login("wonderland-42");
+    let (ct_bad, bad) = login("wrong-password");
+    let (ct_one, one) = multipart(&[("username", "alice")], None);
+    let (ct_file, file) = multipart(&[("username", "alice")], Some(("password", "x")));
+    let (ct_tok, tok) = multipart(&[("token", "abc")], None);
+    let json = "application/json";
+    let cases: Vec<Case> = vec![
+        ("OPTIONS", "/api/token/", vec![], vec![]),
+        ("OPTIONS", "/api/token/refresh/", vec![], vec![]),
+        ("OPTIONS", "/api/token/verify/", vec![], vec![]),
+        ("OPTIONS", "/api/token/blacklist/", vec![], vec![]),
+        ("OPTIONS", "/hello/", vec![], vec![]),
+        ("GET", "/hello/", vec![], vec![]),
+        (
+            "GET",
+            "/hello/",
+            vec![("Accept", "application/xml")],
+            vec![],
+        ),
+        ("GET", "/hello/", vec![("Accept", "text/html")], vec![]),
+        (
+            "GET",
+            "/hello/",
+            vec![("Accept", "text/html, application/json")],
+            vec![],
+        ),
+        (
+            "GET",
+            "/hello/",
+            vec![("Accept", "application/json; indent=4")],
+            vec![],
+        ),
+        ("GET", "/hello/", vec![("Accept", "application/*")], vec![]),
+        ("PUT", "/hello/", vec![], vec![]),
+        ("GET", "/api/token/", vec![], vec![]),
+        (
+            "GET",
+            "/api/token/",
+            vec![("Accept", "application/xml")],
+            vec![],
+        ),
+        ("POST", "/api/token/", vec![("Content-Type", &ct_ok)], ok),
+        ("POST", "/api/token/", vec![("Content-Type", &ct_bad)], bad),
+        ("POST", "/api/token/", vec![("Content-Type", &ct_one)], one),
+        (
+            "POST",
+            "/api/token/",
+            vec![("Content-Type", &ct_file)],
+            file,
+        ),
+        (
+            "POST",
+            "/api/token/",
+            vec![("Content-Type", "multipart/form-data")],
+            b"x".to_vec(),
+        ),
+        (
+            "POST",
+            "/api/token/",
+            vec![("Content-Type", "multipart/form-data; boundary=zz")],
+            b"garbage".to_vec(),
+        ),
+        (
+            "POST",
+            "/api/token/",
+            vec![
+                ("Content-Type", json),
+                ("Accept", "application/json; indent=2"),
+            ],
+            b"{}".to_vec(),
+        ),
+        (
+            "POST",
+            "/api/token/",
+            vec![("Content-Type", json), ("Accept", "application/xml")],
+            b"{}".to_vec(),
+        ),
+        (
+            "POST",
+            "/api/token/",
+            vec![("Content-Type", "text/plain")],
+            b"x".to_vec(),
+        ),
+        (
+            "POST",
+            "/api/token/verify/",
+            vec![("Content-Type", &ct_tok)],
+            tok,
+        ),
+    ];
+    let mut differ = vec![];
+    for (method, path, headers, body) in &cases {
+        let ours = shape(&ask(&api.c.addr, method, path, headers, body));
+        let theirs = shape(&ask(&peer.addr(), method, path, headers, body));
+        if ours != theirs {
+            differ.push(format!(
+                "{method} {path} {headers:?}\n  corral: {ours:?}\n  django: {theirs:?}"
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} differ:\n{}",
+        differ.len(),
+        cases.len(),
+        differ.join("\n")
+    );
+}
+
+/// The same parity without the peer (its answers, as captured from it): multipart
+/// login, 406 before authentication, `Allow` on a 401, the metadata's docstring line
+/// breaks and actions, Django's security headers.
+#[test]
+fn drf_parity_without_the_peer() {
+    let api = Api::start(TestDb::sqlite(), &[], &[]);
+    let a = &api.c.addr;
+    let (ct, body) = multipart(
+        &[("username", "alice"), ("password", "wonderland-42")],
+        None,
+    );
+    let r = ask(a, "POST", "/api/token/", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (ct, body) = multipart(&[("username", "alice")], Some(("password", "x")));
+    let r = ask(a, "POST", "/api/token/", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.text(), r#"{"password":["Not a valid string."]}"#);
+    let r = ask(a, "GET", "/hello/", &[("Accept", "application/xml")], b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            406,
+            r#"{"detail":"Could not satisfy the request Accept header."}"#
+        )
+    );
+    let r = ask(a, "GET", "/hello/", &[], b"");
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (401, Some("GET, HEAD, OPTIONS"))
+    );
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
+    assert_eq!(r.header("cross-origin-opener-policy"), Some("same-origin"));
+    let r = ask(a, "OPTIONS", "/api/token/verify/", &[], b"");
+    assert_eq!(
+        r.text(),
+        r#"{"name":"Token Verify","description":"Takes a token and indicates if it is valid.  This view provides no\ninformation about a token's fitness for a particular use.","renders":["application/json"],"parses":["application/json","application/x-www-form-urlencoded","multipart/form-data"],"actions":{"POST":{"token":{"type":"string","required":true,"read_only":false,"label":"Token"}}}}"#
+    );
+    let r = ask(
+        a,
+        "POST",
+        "/api/token/",
+        &[("Content-Type", "multipart/form-data")],
+        b"x",
+    );
+    assert_eq!(
+        r.text(),
+        r#"{"detail":"Multipart form parse error - Invalid boundary in multipart: None"}"#
+    );
+}
