@@ -119,19 +119,10 @@ fn shape(r: &Response) -> (u16, Vec<(String, String)>, String) {
 
 /// One request on a new connection, with a Host that Django's ALLOWED_HOSTS accepts.
 fn ask(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    let mut c = Conn::open(addr);
-    c.send_raw(&bytes).unwrap();
-    c.read_response()
+    let mut h = headers.to_vec();
+    h.push(("Connection", "close"));
+    Conn::open(addr)
+        .request_to("127.0.0.1", method, path, &h, body)
         .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
 }
 
