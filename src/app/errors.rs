@@ -73,6 +73,10 @@ pub(super) enum ApiError {
     MultipartParse(String),
     /// The `Accept` header asks for nothing JSON can satisfy (DRF's 406).
     NotAcceptable,
+    /// Too many failed logins (DRF's 429): try again in this many seconds.
+    Throttled {
+        wait: u64,
+    },
     /// A JSON body that is not an object: Python's type name.
     NotAnObject(&'static str),
     /// Field errors, each field with its messages.
@@ -171,6 +175,14 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 &format!("Multipart form parse error - {why}"),
             ),
+            Throttled { wait } => Reply::detail(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Request was throttled. Expected available in {wait} second{}.",
+                    if wait == 1 { "" } else { "s" }
+                ),
+            )
+            .header(RETRY_AFTER, &wait.to_string()),
             NotAcceptable => Reply::detail(
                 StatusCode::NOT_ACCEPTABLE,
                 "Could not satisfy the request Accept header.",

@@ -29,6 +29,7 @@ mod reply;
 mod routes;
 mod secret;
 mod settings;
+mod throttle;
 mod timing;
 mod tokens;
 mod user_check;
@@ -67,7 +68,7 @@ const METRICS: &[Family] = &[
     Family {
         name: "corral_auth_logins_total",
         kind: MetricKind::Counter,
-        help: "Logins (POST /api/token/), by outcome (success, invalid_credentials, bad_request, error).",
+        help: "Logins (POST /api/token/), by outcome (success, invalid_credentials, throttled, bad_request, error).",
     },
     Family {
         name: "corral_auth_refreshes_total",
@@ -128,6 +129,8 @@ struct State {
     login_timing: timing::LoginTiming,
     /// `Bearer realm="api"`, with the first configured scheme.
     www_authenticate: HeaderValue,
+    /// Login throttling's rates.
+    throttle: throttle::Limits,
 }
 
 /// The app's hyper service, one per worker.
@@ -155,6 +158,7 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
         users,
         login_timing: timing::LoginTiming::new(),
         www_authenticate,
+        throttle: throttle::Limits::of(&auth)?,
         auth,
     })))
 }

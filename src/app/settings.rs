@@ -42,6 +42,46 @@ pub struct AuthConfig {
     pub max_pbkdf2_iterations: u64,
     /// Threads per worker that hash passwords, off the event loop.
     pub password_hash_threads: u64,
+    /// Failed logins a client address may make, in DRF's rate syntax (`20/min`), or `none`.
+    pub login_throttle_per_ip: String,
+    /// Failed logins against one username from addresses it never logged in from.
+    pub login_throttle_per_user: String,
+}
+
+/// A rate in DRF's syntax: `N/s`, `N/min`, `N/hour`, `N/day` (DRF reads the period's first
+/// letter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub period_secs: u64,
+}
+
+impl Rate {
+    /// `None` for `none` (off).
+    pub fn parse(s: &str) -> Result<Option<Rate>, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") || s.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            format!(
+                "{s:?} is not a rate such as \"10/min\" (N/s, N/min, N/hour, N/day) or \"none\""
+            )
+        };
+        let (n, period) = s.split_once('/').ok_or_else(bad)?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        let period_secs = match period.trim().chars().next() {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            Some('d') => 86_400,
+            _ => return Err(bad()),
+        };
+        if count == 0 {
+            return Err(bad());
+        }
+        Ok(Some(Rate { count, period_secs }))
+    }
 }
 
 impl Default for AuthConfig {
@@ -64,6 +104,8 @@ impl Default for AuthConfig {
             check_user_is_active: true,
             max_pbkdf2_iterations: 3_000_000,
             password_hash_threads: 1,
+            login_throttle_per_ip: "20/min".into(),
+            login_throttle_per_user: "10/min".into(),
         }
     }
 }
@@ -111,6 +153,14 @@ pub static KEYS: &[Key] = &[
     key("auth.check_user_is_active", Kind::Bool, "Refuse tokens of inactive users (CHECK_USER_IS_ACTIVE)"),
     key("auth.max_pbkdf2_iterations", Kind::Int { min: 1, max: 100_000_000 }, "Highest PBKDF2 iteration count a stored Django hash may demand"),
     key("auth.password_hash_threads", Kind::Int { min: 1, max: 64 }, "Threads per worker hashing passwords, off the event loop"),
+    Key {
+        parse: Some(|s| Rate::parse(s).map(drop)),
+        ..key("auth.login_throttle_per_ip", Kind::Str, "Failed logins per client address (the real one behind a trusted proxy), in DRF's rate syntax such as 20/min, shared by the host's workers; none disables")
+    },
+    Key {
+        parse: Some(|s| Rate::parse(s).map(drop)),
+        ..key("auth.login_throttle_per_user", Kind::Str, "Failed logins per username from addresses that never logged in as that user (its own keep working); none disables")
+    },
 ];
 
 fn defaults() -> toml::Table {

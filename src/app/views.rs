@@ -32,7 +32,29 @@ async fn fields<const N: usize>(
 /// same time whatever the reason (see `timing`).
 pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
     let started = std::time::Instant::now();
-    let result = obtain_checked(&s, req).await;
+    let client = req
+        .extensions()
+        .get::<crate::http::PeerAddr>()
+        .and_then(|p| p.0)
+        .map(|a| a.ip());
+    let result = match fields(req, ["username", "password"]).await {
+        Err(e) => Err(e),
+        Ok([username, password]) => {
+            let attempt = super::throttle::Attempt::new(s.throttle, client, &username);
+            match attempt.as_ref().and_then(|a| a.throttled()) {
+                Some(wait) => Err(ApiError::Throttled { wait }),
+                None => {
+                    let r = obtain_checked(&s, username, password).await;
+                    match (&r, &attempt) {
+                        (Err(ApiError::NoActiveAccount), Some(a)) => a.failed(),
+                        (Ok(_), Some(a)) => a.succeeded(),
+                        _ => {}
+                    }
+                    r
+                }
+            }
+        }
+    };
     if matches!(result, Err(ApiError::NoActiveAccount)) {
         let max = s.auth.max_pbkdf2_iterations;
         s.login_timing.pad(started, &s.db, &s.hasher, max).await;
@@ -40,6 +62,7 @@ pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
     let outcome = match &result {
         Ok(_) => "success",
         Err(ApiError::NoActiveAccount) => "invalid_credentials",
+        Err(ApiError::Throttled { .. }) => "throttled",
         Err(ApiError::Unavailable | ApiError::ServerError) => "error",
         Err(_) => "bad_request",
     };
@@ -47,8 +70,7 @@ pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
     result
 }
 
-async fn obtain_checked(s: &Arc<State>, req: Request<RequestBody>) -> ViewResult {
-    let [username, password] = fields(req, ["username", "password"]).await?;
+async fn obtain_checked(s: &Arc<State>, username: String, password: String) -> ViewResult {
     let Some(user) = users::by_username(&s.db, &username).await? else {
         // A real check's work, then the floor (as for every failure).
         s.hasher.run(move || password::burn(&password)).await;

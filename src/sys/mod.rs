@@ -12,6 +12,7 @@ pub mod pidfile;
 pub mod privileges;
 pub mod process;
 pub mod proctitle;
+pub mod rates;
 pub mod scoreboard;
 pub mod stats;
 pub mod watch;

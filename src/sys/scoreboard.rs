@@ -418,6 +418,9 @@ mod tests {
     }
 }
 
+/// Bytes of the balance board: its page of slots, then the host's rate counters.
+const BALANCE_LEN: usize = 4096 + std::mem::size_of::<super::rates::Rates>().div_ceil(4096) * 4096;
+
 /// Slots in the balance board: one page of counters.
 pub const BALANCE_SLOTS: usize = 512;
 
@@ -433,16 +436,23 @@ pub struct Balance {
 impl Balance {
     /// Creates the board (master side).
     pub fn create() -> std::io::Result<Balance> {
-        Ok(Balance {
-            page: SharedPage::create(c"corral-balance", 4096)?,
-        })
+        let b = Balance {
+            page: SharedPage::create(c"corral-balance", BALANCE_LEN)?,
+        };
+        b.rates().init_secret();
+        Ok(b)
     }
 
     /// Maps the board a worker inherited.
     pub fn open(fd: RawFd) -> std::io::Result<Balance> {
         Ok(Balance {
-            page: SharedPage::open(fd, 4096)?,
+            page: SharedPage::open(fd, BALANCE_LEN)?,
         })
+    }
+
+    /// The host's shared rate counters (login throttling), after the balance page.
+    pub fn rates(&self) -> &super::rates::Rates {
+        self.page.get(4096)
     }
 
     fn slots(&self) -> &[AtomicU64; BALANCE_SLOTS] {

@@ -43,6 +43,14 @@ pub fn shutting_down() -> bool {
     BOARD.get().is_some_and(|b| b.shutting_down())
 }
 
+static HOST_BOARD: std::sync::OnceLock<Arc<Balance>> = std::sync::OnceLock::new();
+
+/// Counters shared by every worker of this host (fixed windows, lock-free), for what must
+/// hold across workers, such as login throttling. `None` outside a worker.
+pub(crate) fn host_rates() -> Option<&'static crate::sys::rates::Rates> {
+    HOST_BOARD.get().map(|b| b.rates())
+}
+
 /// Why an application could not start in a worker.
 pub type BootError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -116,7 +124,10 @@ where
         .map(|(fd, slot)| Balance::open(fd).map(|b| (Arc::new(b), slot)))
     {
         Some(Err(e)) => return fail(format!("cannot open the balance board: {e}")),
-        Some(Ok(b)) => Some(b),
+        Some(Ok(b)) => {
+            let _ = HOST_BOARD.set(b.0.clone());
+            Some(b)
+        }
         None => None,
     };
     // One thread by default: one event loop per process, as nginx. With --threads N, a

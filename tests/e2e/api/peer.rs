@@ -45,6 +45,11 @@ fn peer_paths() -> Option<(PathBuf, PathBuf)> {
 
 impl Peer {
     fn start(test: &str) -> Option<Peer> {
+        Peer::start_with(test, &[])
+    }
+
+    /// With the peer's knobs (`PEER_THROTTLE`, `PEER_ROTATE`, `PEER_SLIDING`).
+    fn start_with(test: &str, knobs: &[(&str, &str)]) -> Option<Peer> {
         let Some((dir, venv)) = peer_paths() else {
             eprintln!("SKIPPED {test}: the Django peer is not set up (../shared/peers and its virtualenv; .ci/run makes target/peer-venv)");
             return None;
@@ -70,6 +75,7 @@ impl Peer {
             .arg(dir.join("run.sh"))
             .args([port.to_string(), "1".into()])
             .envs(env.iter().cloned())
+            .envs(knobs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -313,4 +319,66 @@ fn drf_parity_without_the_peer() {
         r.text(),
         r#"{"detail":"Multipart form parse error - Invalid boundary in multipart: None"}"#
     );
+}
+
+/// Throttled logins look the same as DRF's: 429, `Retry-After`, and the body's words
+/// (the peer's `PEER_THROTTLE` throttles every request, corral only failed logins, so
+/// both get two failures first; the seconds may differ by one).
+#[test]
+fn a_throttled_login_looks_like_drfs() {
+    let Some(peer) = Peer::start_with(
+        "a_throttled_login_looks_like_drfs",
+        &[("PEER_THROTTLE", "2/min")],
+    ) else {
+        return;
+    };
+    let api = Api::start(
+        TestDb::sqlite(),
+        &[],
+        &[("CORRAL_AUTH_LOGIN_THROTTLE_PER_IP", "2/min")],
+    );
+    let body = br#"{"username":"alice","password":"wrong"}"#;
+    let third = |addr: &str| {
+        for _ in 0..2 {
+            assert_eq!(
+                ask(
+                    addr,
+                    "POST",
+                    "/api/token/",
+                    &[("Content-Type", "application/json")],
+                    body
+                )
+                .status,
+                401
+            );
+        }
+        ask(
+            addr,
+            "POST",
+            "/api/token/",
+            &[("Content-Type", "application/json")],
+            body,
+        )
+    };
+    let (ours, theirs) = (third(&api.c.addr), third(&peer.addr()));
+    let words = |r: &Response| {
+        let digits: String = r
+            .text()
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'N' } else { c })
+            .collect();
+        (
+            r.status,
+            r.header("retry-after").is_some(),
+            digits.replace("NN", "N"),
+        )
+    };
+    assert_eq!(
+        words(&ours),
+        words(&theirs),
+        "corral: {}\ndjango: {}",
+        ours.text(),
+        theirs.text()
+    );
+    assert_eq!(ours.status, 429);
 }
