@@ -25,6 +25,79 @@ pub(super) const COMMAND: service::Command = service::Command {
     run,
 };
 
+/// `corral token …`: the token tables.
+pub(super) const TOKEN_COMMAND: service::Command = service::Command {
+    name: "token",
+    cli: token_command,
+    run: run_token,
+};
+
+fn token_command() -> clap::Command {
+    Command::new("token")
+        .about("Maintain the refresh-token tables")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("flush-expired")
+                .about("Delete expired refresh tokens and their blacklist rows, in batches (simplejwt's flushexpiredtokens)")
+                .arg(
+                    Arg::new("batch")
+                        .long("batch")
+                        .value_name("ROWS")
+                        .default_value("1000")
+                        .value_parser(clap::value_parser!(i64).range(1..=1_000_000))
+                        .help("Rows deleted per statement"),
+                ),
+        )
+}
+
+/// Runs `token flush-expired`.
+fn run_token(config: &Config, m: &ArgMatches) -> u8 {
+    let (_, sub) = m.subcommand().expect("a subcommand is required");
+    let batch = *sub.get_one::<i64>("batch").expect("has a default");
+    let work = async {
+        if let Some(path) = config.database.url.sqlite_path().filter(|p| !p.exists()) {
+            return Err(format!(
+                "the database file {} does not exist; create it with `corral migrate apply`",
+                path.display()
+            ));
+        }
+        let auth = super::settings::AuthConfig::of(config).map_err(|e| e.to_string())?;
+        let db = Db::open_lazy(&config.database).map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        // Tokens within the leeway of their expiry are still accepted: they stay.
+        let before = crate::storage::now_secs() - auth.leeway_secs as i64;
+        let f = super::tokens::flush_expired(&db, before, batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "Removed {} and {} in {} ms\n",
+            crate::logging::count(f.tokens, "expired refresh token"),
+            crate::logging::count(f.families, "revoked family"),
+            started.elapsed().as_millis()
+        ))
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            return exit::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(msg) => {
+            print!("{msg}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("corral: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
 fn user_command() -> clap::Command {
     let name = || Arg::new("username").required(true);
     let stdin = || {

@@ -116,6 +116,7 @@ pub fn jwt() -> App<Boot> {
         .config_section(&settings::SECTION)
         .migrations(MIGRATIONS)
         .command(cli::COMMAND)
+        .command(cli::TOKEN_COMMAND)
 }
 
 /// Everything a worker's requests share.

@@ -86,3 +86,35 @@ pub(super) async fn rotate(
     on_db!(db, p => db.query(REVOKE).bind(&family).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(Rotation::Reused)
 }
+
+/// What [`flush_expired`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Flushed {
+    pub tokens: u64,
+    pub families: u64,
+}
+
+/// Deletes refresh tokens that expired before `before` (their blacklist rows go with
+/// them), in batches of `batch` so no statement holds locks for long, then the revoked
+/// families that have no token left (no new token can join a family whose tokens are
+/// all gone). simplejwt's `flushexpiredtokens`, without the cron.
+pub(super) async fn flush_expired(
+    db: &Db,
+    before: i64,
+    batch: i64,
+) -> Result<Flushed, StorageError> {
+    const TOKENS: &str = "DELETE FROM corral_outstanding_token WHERE id IN
+        (SELECT id FROM corral_outstanding_token WHERE expires_at < $1 LIMIT $2)";
+    const FAMILIES: &str = "DELETE FROM corral_revoked_family WHERE family NOT IN
+        (SELECT family FROM corral_outstanding_token)";
+    let mut out = Flushed::default();
+    loop {
+        let n = on_db!(db, p => db.query(TOKENS).bind(before).bind(batch).execute(p).await.map(|r| r.rows_affected()))?;
+        out.tokens += n;
+        if n < batch as u64 {
+            break;
+        }
+    }
+    out.families = on_db!(db, p => db.query(FAMILIES).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(out)
+}

@@ -121,3 +121,83 @@ fn fixed_vectors_from_pyjwt() {
         None,
     );
 }
+
+/// `corral token flush-expired` deletes expired refresh tokens (their blacklist rows
+/// with them), in batches, and keeps the live ones, which still refresh.
+#[test]
+fn flush_expired_removes_expired_tokens_and_keeps_live_ones() {
+    for db in TestDb::each("flush_expired_removes_expired_tokens_and_keeps_live_ones") {
+        let short = Api::start(db, &[], &[("CORRAL_AUTH_REFRESH_TOKEN_LIFETIME_SECS", "1")]);
+        let mut last = String::new();
+        for _ in 0..30 {
+            last = short.login().1;
+        }
+        let r = short.post("/api/token/blacklist/", json!({ "refresh": last }));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let issued_by = crate::support::now_secs();
+        // The long-lived ones: the same database, the default lifetime.
+        let long = Corral::builder()
+            .dir(short.dir.path())
+            .args(["-b", "127.0.0.1:0", "-w", "1"])
+            .env("DATABASE_URL", short.db.url())
+            .env("SECRET_KEY", SECRET)
+            .start();
+        let live: Vec<String> = (0..5)
+            .map(|_| {
+                let r = post_json(
+                    &long.addr,
+                    "/api/token/",
+                    &json!({"username": "alice", "password": "wonderland-42"}),
+                );
+                r.json()["refresh"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(
+            short
+                .db
+                .scalar("SELECT COUNT(*) FROM corral_outstanding_token"),
+            35
+        );
+        assert_eq!(
+            short
+                .db
+                .scalar("SELECT COUNT(*) FROM corral_blacklisted_token"),
+            1
+        );
+        // The short tokens expire a second after they were issued.
+        eventually(T, "the short tokens to expire", || {
+            (crate::support::now_secs() > issued_by + 1).then_some(())
+        });
+        let out = short.cli(&["token", "flush-expired", "--batch", "7"], None);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(
+            out.stdout.contains("Removed 30 expired refresh tokens"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            short
+                .db
+                .scalar("SELECT COUNT(*) FROM corral_outstanding_token"),
+            5
+        );
+        assert_eq!(
+            short
+                .db
+                .scalar("SELECT COUNT(*) FROM corral_blacklisted_token"),
+            0
+        );
+        let r = post_json(
+            &long.addr,
+            "/api/token/refresh/",
+            &json!({ "refresh": live[0] }),
+        );
+        assert_eq!(r.status, 200, "a live token still refreshes: {}", r.text());
+        let again = short.cli(&["token", "flush-expired"], None);
+        assert!(
+            again.stdout.contains("Removed 0 expired refresh tokens"),
+            "{}",
+            again.stdout
+        );
+    }
+}

@@ -572,3 +572,11 @@ pub fn have(tool: &str, test: &str) -> bool {
     }
     found
 }
+
+/// Seconds since the epoch, as the server counts token times.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
