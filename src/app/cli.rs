@@ -76,26 +76,7 @@ fn run_token(config: &Config, m: &ArgMatches) -> u8 {
             started.elapsed().as_millis()
         ))
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::FAILURE;
-        }
-    };
-    match runtime.block_on(work) {
-        Ok(msg) => {
-            print!("{msg}");
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("corral: {e}");
-            exit::FAILURE
-        }
-    }
+    on_runtime(async { work.await.map_err(CliError::Failed) })
 }
 
 fn user_command() -> clap::Command {
@@ -144,6 +125,13 @@ impl From<String> for CliError {
 
 /// Runs a `user` subcommand (the core has loaded the configuration and set up logging).
 fn run(config: &Config, m: &ArgMatches) -> u8 {
+    let (name, sub) = m.subcommand().expect("a subcommand is required");
+    on_runtime(execute(name, sub, config))
+}
+
+/// Runs a command's work on a one-thread runtime, prints its message, and turns its
+/// error into the exit code.
+fn on_runtime(work: impl std::future::Future<Output = Result<String, CliError>>) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,8 +142,7 @@ fn run(config: &Config, m: &ArgMatches) -> u8 {
             return exit::FAILURE;
         }
     };
-    let (name, sub) = m.subcommand().expect("a subcommand is required");
-    match runtime.block_on(execute(name, sub, config)) {
+    match runtime.block_on(work) {
         Ok(msg) => {
             print!("{msg}");
             exit::OK
