@@ -101,6 +101,7 @@ fn user_command() -> clap::Command {
         .subcommand(Command::new("activate").about("Activate a user (it can log in again)").arg(name()))
         .subcommand(Command::new("deactivate").about("Deactivate a user (logins and tokens stop working)").arg(name()))
         .subcommand(Command::new("delete").about("Delete a user (its tokens stop working)").arg(name()))
+        .subcommand(Command::new("logout").about("Log a user out everywhere: its refresh tokens are blacklisted and every token issued until now is refused; it can log in again").arg(name()))
         .subcommand(Command::new("list").about("List users").arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Machine-readable output")))
         .subcommand(
             Command::new("import-django")
@@ -214,6 +215,20 @@ async fn execute(name: &str, sub: &ArgMatches, config: &Config) -> Result<String
             {
                 true => Ok(format!("Password of {user:?} changed\n")),
                 false => Err(CliError::Failed(format!("no user named {user:?}"))),
+            }
+        }
+        ("logout", _) => {
+            let user = username();
+            let found = users::by_username(&db, &user).await.map_err(explain)?;
+            let Some(u) = found else {
+                return Err(CliError::Failed(format!("no user named {user:?}")));
+            };
+            match users::logout_all(&db, u.id).await.map_err(explain)? {
+                Some(n) => Ok(format!(
+                    "Logged {user:?} out everywhere: {} blacklisted; tokens issued until now are refused\n",
+                    crate::logging::count(n, "refresh token")
+                )),
+                None => Err(CliError::Failed(format!("no user named {user:?}"))),
             }
         }
         ("activate" | "deactivate", _) => {

@@ -28,9 +28,11 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
     // DRF's views answer every response with `Allow`, and negotiate the renderer before
     // anything else (authentication included): JSON or 406.
     let allow = match path {
-        "/api/token/" | "/api/token/refresh/" | "/api/token/verify/" | "/api/token/blacklist/" => {
-            Some(TOKEN_ALLOW)
-        }
+        "/api/token/"
+        | "/api/token/refresh/"
+        | "/api/token/verify/"
+        | "/api/token/blacklist/"
+        | "/api/token/logout-all/" => Some(TOKEN_ALLOW),
         "/hello/" => Some(HELLO_ALLOW),
         _ => None,
     };
@@ -85,6 +87,11 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
             ))
             .await
         }
+        "/api/token/logout-all/" => match *req.method() {
+            Method::POST => Box::pin(views::logout_all(s, req)).await,
+            Method::OPTIONS => Ok(metadata("Logout All", LOGOUT_ALL_DOC, &[])),
+            ref m => not_allowed(m, TOKEN_ALLOW),
+        },
         "/hello/" => hello(&s, req).await,
         "/.well-known/jwks.json" => simple_get(&req, || Reply::ok(s.tokens.jwks().clone())),
         // Liveness: the process answers (Kubernetes calls it /livez).
@@ -97,6 +104,7 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
         | "/api/token/refresh"
         | "/api/token/verify"
         | "/api/token/blacklist"
+        | "/api/token/logout-all"
         | "/hello" => {
             let query = req
                 .uri()
@@ -163,6 +171,7 @@ fn route_name(path: &str) -> &'static str {
         "/api/token/refresh/" => "token_refresh",
         "/api/token/verify/" => "token_verify",
         "/api/token/blacklist/" => "token_blacklist",
+        "/api/token/logout-all/" => "token_logout_all",
         "/hello/" => "hello",
         "/.well-known/jwks.json" => "jwks",
         "/healthz" => "healthz",
@@ -172,6 +181,7 @@ fn route_name(path: &str) -> &'static str {
         | "/api/token/refresh"
         | "/api/token/verify"
         | "/api/token/blacklist"
+        | "/api/token/logout-all"
         | "/hello" => "append_slash",
         _ => "not_found",
     }
@@ -270,6 +280,7 @@ fn metadata(name: &str, description: &str, fields: &[Field]) -> Reply {
     Reply::ok(body)
 }
 
+const LOGOUT_ALL_DOC: &str = "Logs the authenticated user out everywhere: blacklists every outstanding refresh\ntoken and refuses every token issued until now.";
 const TOKEN_OBTAIN_DOC: &str = "Takes a set of user credentials and returns an access and refresh JSON web\ntoken pair to prove the authentication of those credentials.";
 const TOKEN_REFRESH_DOC: &str = "Takes a refresh type JSON web token and returns an access type JSON web\ntoken if the refresh token is valid.";
 const TOKEN_VERIFY_DOC: &str = "Takes a token and indicates if it is valid.  This view provides no\ninformation about a token's fitness for a particular use.";

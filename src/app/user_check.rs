@@ -48,7 +48,7 @@ enum Source {
 #[derive(Default)]
 struct Cache {
     epoch: u64,
-    users: HashMap<i64, Option<bool>>,
+    users: HashMap<i64, Option<users::Standing>>,
 }
 
 impl Cache {
@@ -118,7 +118,11 @@ impl UserCheck {
         }
     }
 
-    pub(super) async fn is_active(&self, db: &Db, id: i64) -> Result<Option<bool>, StorageError> {
+    pub(super) async fn standing(
+        &self,
+        db: &Db,
+        id: i64,
+    ) -> Result<Option<users::Standing>, StorageError> {
         let epoch = {
             let mut cache = self.cache.lock().expect("not poisoned");
             if !self.trusted(&mut cache) {
@@ -134,9 +138,9 @@ impl UserCheck {
         crate::metrics::inc("corral_user_cache_total", &[("result", result)]);
         // The query's future is boxed: it is large, and rarely needed on the hot path.
         let Some(epoch) = epoch else {
-            return Box::pin(users::active_by_id(db, id)).await;
+            return Box::pin(users::standing(db, id)).await;
         };
-        let v = Box::pin(users::active_by_id(db, id)).await?;
+        let v = Box::pin(users::standing(db, id)).await?;
         let mut cache = self.cache.lock().expect("not poisoned");
         // A change during the query may have changed the answer: do not keep it.
         if self.trusted(&mut cache) && cache.epoch == epoch {

@@ -77,9 +77,46 @@ pub(super) async fn strongest_pbkdf2(db: &Db, max: u64) -> Result<Option<u64>, S
 }
 
 /// `Some(is_active)` when the user exists.
-pub(super) async fn active_by_id(db: &Db, id: i64) -> Result<Option<bool>, StorageError> {
-    const SQL: &str = "SELECT is_active FROM corral_user WHERE id = $1";
-    Ok(on_db!(db, p => db.query_scalar(SQL).bind(id).fetch_optional(p).await)?)
+/// What the user check needs of a user: active, and since when its tokens count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Standing {
+    pub active: bool,
+    /// Tokens issued before this (Unix seconds) were revoked by a logout everywhere.
+    pub tokens_valid_after: Option<i64>,
+}
+
+impl Standing {
+    /// Whether a token issued at `iat` outlived a logout everywhere.
+    pub(super) fn revoked(&self, iat: i64) -> bool {
+        self.tokens_valid_after.is_some_and(|t| iat < t)
+    }
+}
+
+pub(super) async fn standing(db: &Db, id: i64) -> Result<Option<Standing>, StorageError> {
+    const SQL: &str = "SELECT is_active, tokens_valid_after FROM corral_user WHERE id = $1";
+    let row: Option<(bool, Option<i64>)> =
+        on_db!(db, p => db.query_as(SQL).bind(id).fetch_optional(p).await)?;
+    Ok(row.map(|(active, tokens_valid_after)| Standing {
+        active,
+        tokens_valid_after,
+    }))
+}
+
+/// Logs a user out everywhere: tokens issued until now are refused from now on (the
+/// second of the logout included), and every outstanding refresh token is blacklisted.
+/// Returns how many were blacklisted, or `None` when there is no such user.
+pub(super) async fn logout_all(db: &Db, id: i64) -> Result<Option<u64>, StorageError> {
+    const USER: &str = "UPDATE corral_user SET tokens_valid_after = $2 WHERE id = $1";
+    const TOKENS: &str = "INSERT INTO corral_blacklisted_token (token_id, blacklisted_at)
+        SELECT id, $2 FROM corral_outstanding_token WHERE user_id = $1 AND expires_at >= $2
+        ON CONFLICT (token_id) DO NOTHING";
+    let now = crate::storage::now_secs();
+    let n = on_db!(db, p => db.query(USER).bind(id).bind(now + 1).execute(p).await.map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let t = on_db!(db, p => db.query(TOKENS).bind(id).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(Some(t))
 }
 
 pub(super) async fn create(

@@ -153,9 +153,12 @@ async fn refresh_checked(s: Arc<State>, req: Request<RequestBody>) -> ViewResult
     }
     // simplejwt ≥ 5.4: a refresh for a user who is gone or inactive is refused.
     if let Some(id) = user_id {
-        match s.users.is_active(&s.db, id).await? {
-            Some(true) => {}
-            Some(false) if !s.auth.check_user_is_active => {}
+        match s.users.standing(&s.db, id).await? {
+            // Issued before a logout everywhere.
+            Some(u) if u.revoked(claims.iat()) => {
+                return Err(ApiError::TokenNotValid(TokenError::Blacklisted))
+            }
+            Some(u) if u.active || !s.auth.check_user_is_active => {}
             _ => return Err(ApiError::NoActiveAccountForToken),
         }
     }
@@ -260,11 +263,23 @@ async fn authenticate_checked(s: &State, req: &Request<RequestBody>) -> Result<i
         Ok(None) => return Err(ApiError::UserNotFound),
         Ok(Some(id)) => id,
     };
-    match s.users.is_active(&s.db, id).await? {
+    match s.users.standing(&s.db, id).await? {
         None => Err(ApiError::UserNotFound),
-        Some(false) if s.auth.check_user_is_active => Err(ApiError::UserInactive),
+        Some(u) if !u.active && s.auth.check_user_is_active => Err(ApiError::UserInactive),
+        Some(u) if u.revoked(claims.iat()) => {
+            Err(ApiError::NotValidForAnyType(TokenError::Blacklisted))
+        }
         Some(_) => Ok(id),
     }
+}
+
+/// `POST /api/token/logout-all/`: as the user of the Bearer token, log out everywhere:
+/// every outstanding refresh token is blacklisted, and every token issued until now
+/// (this one included) is refused from now on.
+pub(super) async fn logout_all(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+    let id = authenticate(&s, &req).await?;
+    users::logout_all(&s.db, id).await?;
+    Ok(Reply::ok(json!({})))
 }
 
 /// `GET /hello/`, for authenticated users only.

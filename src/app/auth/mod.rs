@@ -107,6 +107,11 @@ impl Claims {
         self.jti.as_ref().and_then(Value::as_str).unwrap_or("")
     }
 
+    /// `iat` in Unix seconds (0 when absent).
+    pub fn iat(&self) -> i64 {
+        self.iat.as_ref().and_then(Value::as_i64).unwrap_or(0)
+    }
+
     /// `exp` in Unix seconds (0 when absent).
     pub fn exp(&self) -> i64 {
         self.exp.as_ref().and_then(Value::as_i64).unwrap_or(0)

@@ -201,3 +201,83 @@ fn flush_expired_removes_expired_tokens_and_keeps_live_ones() {
         );
     }
 }
+
+/// Log out everywhere, by the endpoint or by `corral user logout`: every refresh token
+/// is refused, access tokens issued before are refused, one issued after is accepted;
+/// the user is not deactivated. On PostgreSQL a second host sees it too (NOTIFY).
+#[test]
+fn logout_all_revokes_every_token_issued_before() {
+    for db in TestDb::each("logout_all_revokes_every_token_issued_before") {
+        let api = Api::start(db, &["-w", "2"], &[]);
+        let other = api.another_host();
+        let (access1, refresh1) = api.login();
+        let (access2, refresh2) = api.login();
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert_eq!(api.hello(&bearer(&access1)).status, 200);
+        let r = http(
+            &api.c.addr,
+            "POST",
+            "/api/token/logout-all/",
+            &[("Authorization", &bearer(&access1))],
+            b"",
+        );
+        assert_eq!((r.status, r.text().as_str()), (200, "{}"), "{}", r.text());
+        for (addr, label) in [(&api.c.addr, "this host"), (&other.addr, "another host")] {
+            let hello = |t: &str| {
+                http(
+                    addr,
+                    "GET",
+                    "/hello/",
+                    &[("Authorization", &bearer(t))],
+                    b"",
+                )
+            };
+            let r = eventually(T, "the access token refused", || {
+                let r = hello(&access2);
+                (r.status == 401).then_some(r)
+            });
+            assert_eq!(
+                r.json()["messages"][0]["message"],
+                "Token is blacklisted",
+                "{label}: {}",
+                r.text()
+            );
+            assert_eq!(hello(&access1).status, 401, "{label}");
+            for refresh in [&refresh1, &refresh2] {
+                let r = post_json(addr, "/api/token/refresh/", &json!({ "refresh": refresh }));
+                assert_eq!(r.status, 401, "{label}: {}", r.text());
+            }
+        }
+        // A token issued after the logout (the second after it) works.
+        let after = crate::support::now_secs() + 1;
+        eventually(T, "the next second", || {
+            (crate::support::now_secs() > after).then_some(())
+        });
+        let (access3, refresh3) = api.login();
+        assert_eq!(
+            api.hello(&bearer(&access3)).status,
+            200,
+            "not deactivated: a new login works"
+        );
+        let out = api.cli(&["user", "logout", "alice"], None);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert!(
+            out.stdout
+                .contains("Logged \"alice\" out everywhere: 1 refresh token blacklisted"),
+            "{}",
+            out.stdout
+        );
+        let r = eventually(T, "the CLI's logout seen", || {
+            let r = api.hello(&bearer(&access3));
+            (r.status == 401).then_some(r)
+        });
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            api.post("/api/token/refresh/", json!({ "refresh": refresh3 }))
+                .status,
+            401
+        );
+        let missing = api.cli(&["user", "logout", "nobody-here"], None);
+        assert_eq!(missing.code, Some(1));
+    }
+}

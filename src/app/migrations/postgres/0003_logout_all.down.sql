@@ -1,0 +1,1 @@
+ALTER TABLE corral_user DROP COLUMN tokens_valid_after;
