@@ -42,6 +42,12 @@ pub struct AuthConfig {
     pub max_pbkdf2_iterations: u64,
     /// Threads per worker that hash passwords, off the event loop.
     pub password_hash_threads: u64,
+    /// A refresh token family (a login and its rotations) is refused this long after the
+    /// login, however often it was rotated; 0 = no limit.
+    pub refresh_family_max_lifetime_secs: u64,
+    /// A refresh token unused this long after it was issued is refused (the session
+    /// went idle); 0 = only its own lifetime.
+    pub refresh_idle_timeout_secs: u64,
     /// Failed logins a client address may make, in DRF's rate syntax (`20/min`), or `none`.
     pub login_throttle_per_ip: String,
     /// Failed logins against one username from addresses it never logged in from.
@@ -104,6 +110,8 @@ impl Default for AuthConfig {
             check_user_is_active: true,
             max_pbkdf2_iterations: 3_000_000,
             password_hash_threads: 1,
+            refresh_family_max_lifetime_secs: 0,
+            refresh_idle_timeout_secs: 0,
             login_throttle_per_ip: "20/min".into(),
             login_throttle_per_user: "10/min".into(),
         }
@@ -153,6 +161,8 @@ pub static KEYS: &[Key] = &[
     key("auth.check_user_is_active", Kind::Bool, "Refuse tokens of inactive users (CHECK_USER_IS_ACTIVE)"),
     key("auth.max_pbkdf2_iterations", Kind::Int { min: 1, max: 100_000_000 }, "Highest PBKDF2 iteration count a stored Django hash may demand"),
     key("auth.password_hash_threads", Kind::Int { min: 1, max: 64 }, "Threads per worker hashing passwords, off the event loop"),
+    key("auth.refresh_family_max_lifetime_secs", Kind::Int { min: 0, max: 315_360_000 }, "A login's refresh tokens, rotated or not, are refused this long after the login (an absolute session lifetime); 0 = no limit"),
+    key("auth.refresh_idle_timeout_secs", Kind::Int { min: 0, max: 315_360_000 }, "With rotation: a refresh token not used within this long of being issued is refused (an idle session ends); 0 = only its own lifetime"),
     Key {
         parse: Some(|s| Rate::parse(s).map(drop)),
         ..key("auth.login_throttle_per_ip", Kind::Str, "Failed logins per client address (the real one behind a trusted proxy), in DRF's rate syntax such as 20/min, shared by the host's workers; none disables")

@@ -87,6 +87,17 @@ pub(super) async fn rotate(
     Ok(Rotation::Reused)
 }
 
+/// When the presented token was issued and when its family (its login) began, if it
+/// is known here.
+pub(super) async fn ages(db: &Db, jti: &str) -> Result<Option<(i64, i64)>, StorageError> {
+    const SQL: &str =
+        "SELECT o.created_at, (SELECT MIN(f.created_at) FROM corral_outstanding_token f
+        WHERE f.family = o.family) FROM corral_outstanding_token o WHERE o.jti = $1";
+    let row: Option<(i64, Option<i64>)> =
+        on_db!(db, p => db.query_as(SQL).bind(jti).fetch_optional(p).await)?;
+    Ok(row.map(|(issued, began)| (issued, began.unwrap_or(issued))))
+}
+
 /// What [`flush_expired`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Flushed {

@@ -162,6 +162,28 @@ async fn refresh_checked(s: Arc<State>, req: Request<RequestBody>) -> ViewResult
             _ => return Err(ApiError::NoActiveAccountForToken),
         }
     }
+    // The idle timeout needs rotation: each refresh then issues the token the next one
+    // is measured from.
+    let idle_on = s.auth.rotate_refresh_tokens;
+    let (max_life, idle) = (
+        s.auth.refresh_family_max_lifetime_secs as i64,
+        if idle_on {
+            s.auth.refresh_idle_timeout_secs as i64
+        } else {
+            0
+        },
+    );
+    if max_life > 0 || idle > 0 {
+        // Identity providers' session limits (Auth0, Cognito): a login lasts at most
+        // max_life however often it is refreshed, and a token left unused for `idle`
+        // ends the session. Tokens minted elsewhere (not outstanding here) use `iat`.
+        let (issued, began) = tokens::ages(&s.db, &jti)
+            .await?
+            .unwrap_or((claims.iat(), claims.iat()));
+        if (max_life > 0 && now - began >= max_life) || (idle > 0 && now - issued >= idle) {
+            return Err(ApiError::TokenNotValid(TokenError::Expired));
+        }
+    }
     let access = s.tokens.access_from(&claims, now)?;
     if !s.auth.rotate_refresh_tokens {
         return Ok(Reply::ok(json!({ "access": access.token })));

@@ -77,3 +77,49 @@ fn concurrent_refreshes_exactly_one_wins() {
         }
     }
 }
+
+/// Session limits as identity providers have them: a login's family is refused
+/// `auth.refresh_family_max_lifetime_secs` after the login however often it was
+/// rotated, and a token unused for `auth.refresh_idle_timeout_secs` is refused.
+#[test]
+fn refresh_families_have_an_absolute_lifetime_and_an_idle_timeout() {
+    let expired = |r: &Response| {
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.json()["detail"], "Token is expired");
+    };
+    let api = Api::start(
+        TestDb::sqlite(),
+        &[],
+        &[
+            ("CORRAL_AUTH_ROTATE_REFRESH_TOKENS", "true"),
+            ("CORRAL_AUTH_REFRESH_FAMILY_MAX_LIFETIME_SECS", "2"),
+        ],
+    );
+    let began = crate::support::now_secs();
+    let (_, r1) = api.login();
+    let r = api.post("/api/token/refresh/", json!({ "refresh": r1 }));
+    assert_eq!(r.status, 200, "within the lifetime: {}", r.text());
+    let r2 = r.json()["refresh"].as_str().unwrap().to_string();
+    eventually(T, "the family's lifetime to pass", || {
+        (crate::support::now_secs() >= began + 3).then_some(())
+    });
+    expired(&api.post("/api/token/refresh/", json!({ "refresh": r2 })));
+
+    let idle = Api::start(
+        TestDb::sqlite(),
+        &[],
+        &[
+            ("CORRAL_AUTH_ROTATE_REFRESH_TOKENS", "true"),
+            ("CORRAL_AUTH_REFRESH_IDLE_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let (_, fresh) = idle.login();
+    let r = idle.post("/api/token/refresh/", json!({ "refresh": fresh }));
+    assert_eq!(r.status, 200, "used in time: {}", r.text());
+    let next = r.json()["refresh"].as_str().unwrap().to_string();
+    let issued = crate::support::now_secs();
+    eventually(T, "the idle timeout to pass", || {
+        (crate::support::now_secs() >= issued + 3).then_some(())
+    });
+    expired(&idle.post("/api/token/refresh/", json!({ "refresh": next })));
+}
