@@ -42,6 +42,9 @@ pub struct AuthConfig {
     pub max_pbkdf2_iterations: u64,
     /// Threads per worker that hash passwords, off the event loop.
     pub password_hash_threads: u64,
+    /// With rotation: a spent refresh token presented again within this many seconds gets
+    /// the same successor pair instead of revoking its family (0..=60).
+    pub rotation_grace_secs: u64,
     /// A refresh token family (a login and its rotations) is refused this long after the
     /// login, however often it was rotated; 0 = no limit.
     pub refresh_family_max_lifetime_secs: u64,
@@ -110,6 +113,7 @@ impl Default for AuthConfig {
             check_user_is_active: true,
             max_pbkdf2_iterations: 3_000_000,
             password_hash_threads: 1,
+            rotation_grace_secs: 0,
             refresh_family_max_lifetime_secs: 0,
             refresh_idle_timeout_secs: 0,
             login_throttle_per_ip: "20/min".into(),
@@ -161,6 +165,7 @@ pub static KEYS: &[Key] = &[
     key("auth.check_user_is_active", Kind::Bool, "Refuse tokens of inactive users (CHECK_USER_IS_ACTIVE)"),
     key("auth.max_pbkdf2_iterations", Kind::Int { min: 1, max: 100_000_000 }, "Highest PBKDF2 iteration count a stored Django hash may demand"),
     key("auth.password_hash_threads", Kind::Int { min: 1, max: 64 }, "Threads per worker hashing passwords, off the event loop"),
+    key("auth.rotation_grace_secs", Kind::Int { min: 0, max: 60 }, "With rotation: a spent refresh token presented again within this many seconds gets the same new pair instead of revoking its family (RFC 9700 4.14, Auth0's overlap period, Cognito's RetryGracePeriodSeconds); 0 = reuse at once"),
     key("auth.refresh_family_max_lifetime_secs", Kind::Int { min: 0, max: 315_360_000 }, "A login's refresh tokens, rotated or not, are refused this long after the login (an absolute session lifetime); 0 = no limit"),
     key("auth.refresh_idle_timeout_secs", Kind::Int { min: 0, max: 315_360_000 }, "With rotation: a refresh token not used within this long of being issued is refused (an idle session ends); 0 = only its own lifetime"),
     Key {

@@ -57,23 +57,71 @@ pub(super) enum Rotation {
     Blacklisted,
     /// The token was already spent: its family is now revoked.
     Reused,
+    /// The token was spent within the grace window: the pair it was exchanged for, again.
+    Retry {
+        family: String,
+        successor: Successor,
+    },
 }
 
-/// Spends `jti`, atomically; a replay of a spent token revokes its family for good.
+/// The pair a refresh token was exchanged for, as remembered (never the tokens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Successor {
+    pub refresh_jti: String,
+    pub access_jti: String,
+    pub iat: i64,
+}
+
+impl Successor {
+    fn encode(&self) -> String {
+        format!("{} {} {}", self.refresh_jti, self.access_jti, self.iat)
+    }
+
+    fn decode(s: &str) -> Option<Successor> {
+        let mut p = s.split(' ');
+        Some(Successor {
+            refresh_jti: p.next()?.to_string(),
+            access_jti: p.next()?.to_string(),
+            iat: p.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// Spends `jti` for `successor`, atomically; a replay of a spent token revokes its family
+/// for good, unless it comes within `grace` seconds of the spending: then it is answered
+/// with the same successor (a lost response, two tabs refreshing at once).
 pub(super) async fn rotate(
     db: &Db,
     jti: &str,
     user_id: Option<i64>,
     expires_at: i64,
+    successor: &Successor,
+    grace: i64,
 ) -> Result<Rotation, StorageError> {
     outstand(db, jti, jti, user_id, expires_at).await?;
-    const SPEND: &str = "UPDATE corral_outstanding_token SET used_at = $2 WHERE jti = $1 AND used_at IS NULL
+    const SPEND: &str = "UPDATE corral_outstanding_token SET used_at = $2, successor = $3 WHERE jti = $1 AND used_at IS NULL
         AND NOT EXISTS (SELECT 1 FROM corral_blacklisted_token b WHERE b.token_id = corral_outstanding_token.id)
         AND NOT EXISTS (SELECT 1 FROM corral_revoked_family f WHERE f.family = corral_outstanding_token.family)";
-    let spent = on_db!(db, p => db.query(SPEND).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;
-    const ROW: &str = "SELECT family, used_at FROM corral_outstanding_token WHERE jti = $1";
-    let (family, used_at): (String, Option<i64>) =
+    let now = now_secs();
+    let spent = on_db!(db, p => db.query(SPEND).bind(jti).bind(now).bind(successor.encode()).execute(p).await.map(|r| r.rows_affected()))?;
+    const ROW: &str = "SELECT family, used_at, successor,
+        EXISTS (SELECT 1 FROM corral_revoked_family f WHERE f.family = corral_outstanding_token.family)
+        FROM corral_outstanding_token WHERE jti = $1";
+    let (family, used_at, previous, revoked): (String, Option<i64>, Option<String>, bool) =
         on_db!(db, p => db.query_as(ROW).bind(jti).fetch_one(p).await)?;
+    if spent == 0 && grace > 0 && !revoked {
+        let within = used_at.is_some_and(|t| now - t <= grace);
+        if let Some(s) = previous
+            .as_deref()
+            .and_then(Successor::decode)
+            .filter(|_| within)
+        {
+            return Ok(Rotation::Retry {
+                family,
+                successor: s,
+            });
+        }
+    }
     if spent == 1 {
         // Blacklisted as simplejwt does after rotation, so the verify view reports it.
         blacklist(db, jti, user_id, expires_at).await?;

@@ -184,19 +184,31 @@ async fn refresh_checked(s: Arc<State>, req: Request<RequestBody>) -> ViewResult
             return Err(ApiError::TokenNotValid(TokenError::Expired));
         }
     }
-    let access = s.tokens.access_from(&claims, now)?;
     if !s.auth.rotate_refresh_tokens {
+        let access = s.tokens.access_from(&claims, now)?;
         return Ok(Reply::ok(json!({ "access": access.token })));
     }
+    // The pair this refresh will hand out, chosen before the token is spent so that a
+    // retry within the grace window can be given the very same pair.
+    let mut next = tokens::Successor {
+        refresh_jti: super::auth::new_jti(),
+        access_jti: super::auth::new_jti(),
+        iat: now,
+    };
     let family = if rotate_once {
         // Single use, atomically: of two concurrent refreshes one wins; a replay of a
-        // spent token revokes its whole family.
-        match tokens::rotate(&s.db, &jti, user_id, exp).await? {
+        // spent token revokes its whole family (after the grace window, if any).
+        let grace = s.auth.rotation_grace_secs as i64;
+        match tokens::rotate(&s.db, &jti, user_id, exp, &next, grace).await? {
             tokens::Rotation::Won { family } => {
                 metrics::inc(
                     "corral_auth_blacklisted_tokens_total",
                     &[("via", "rotation")],
                 );
+                family
+            }
+            tokens::Rotation::Retry { family, successor } => {
+                next = successor;
                 family
             }
             tokens::Rotation::Blacklisted => {
@@ -214,7 +226,8 @@ async fn refresh_checked(s: Arc<State>, req: Request<RequestBody>) -> ViewResult
     } else {
         jti.clone()
     };
-    let new = s.tokens.rotate(&claims, now)?;
+    let access = s.tokens.access_as(&claims, &next.access_jti, next.iat)?;
+    let new = s.tokens.rotate_as(&claims, &next.refresh_jti, next.iat)?;
     tokens::outstand(&s.db, &new.jti, &family, user_id, new.exp).await?;
     Ok(Reply::ok(
         json!({ "access": access.token, "refresh": new.token }),

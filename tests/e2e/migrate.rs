@@ -27,18 +27,19 @@ fn fresh_boot_applies_all_then_nothing() {
         c.expect_log("Applied migration 0001_initial", T);
         c.expect_log("Applied migration 0002_user_notify", T);
         c.expect_log("Applied migration 0003_logout_all", T);
+        c.expect_log("Applied migration 0004_rotation_grace", T);
         c.expect_log(
-            "Database is up to date: 3 migrations applied (3 just now)",
+            "Database is up to date: 4 migrations applied (4 just now)",
             T,
         );
         drop(c);
         let c = serve(&db, &[]).start();
         c.expect_log(
-            "Database is up to date: 3 migrations applied (0 just now)",
+            "Database is up to date: 4 migrations applied (0 just now)",
             T,
         );
         assert_eq!(c.stderr.count("Applied migration"), 0);
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 3);
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 4);
         assert!(db.has_table("corral_user"));
     }
 }
@@ -86,15 +87,15 @@ fn concurrent_boots_apply_each_migration_once() {
             let out = h.join().unwrap();
             assert_eq!(out.code, Some(0), "{out:?}");
         }
-        for v in [1, 2, 3, 10002, 10003] {
+        for v in [1, 2, 3, 4, 10002, 10003] {
             assert_eq!(db.scalar(&format!("SELECT COUNT(*) FROM corral_migrations WHERE version = {v} AND state = 'applied'")), 1);
         }
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 5);
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM corral_migrations"), 6);
         let applied: usize = servers
             .iter()
             .map(|s| s.stderr.count("Applied migration"))
             .sum();
-        assert!(applied <= 5, "a migration was applied twice: {applied}");
+        assert!(applied <= 6, "a migration was applied twice: {applied}");
     }
 }
 
@@ -201,7 +202,7 @@ fn status_json_and_exit_codes() {
         let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
         assert_eq!(v["migrations"][0]["version"], 1);
         assert_eq!(v["migrations"][0]["state"], "pending");
-        assert_eq!(v["counts"]["pending"], 3);
+        assert_eq!(v["counts"]["pending"], 4);
 
         let a = m(&["apply", "--json"]);
         assert_eq!(a.code, Some(0), "{a:?}");
@@ -495,7 +496,7 @@ fn a_project_directory_adds_to_the_builtin_migrations() {
     for db in TestDb::each("a_project_directory_adds_to_the_builtin_migrations") {
         let c = serve(&db, &["--migrations-dir", &mdir]).start();
         c.expect_log(
-            "Database is up to date: 4 migrations applied (4 just now)",
+            "Database is up to date: 5 migrations applied (5 just now)",
             T,
         );
         assert!(db.has_table("corral_user") && db.has_table("project_extra"));
@@ -511,8 +512,8 @@ fn a_project_directory_adds_to_the_builtin_migrations() {
             .iter()
             .map(|m| m["version"].as_i64().unwrap())
             .collect();
-        assert_eq!(versions, [1, 2, 3, 20260101120000]);
-        assert_eq!(v["counts"]["applied"], 4);
+        assert_eq!(versions, [1, 2, 3, 4, 20260101120000]);
+        assert_eq!(v["counts"]["applied"], 5);
     }
 }
 
@@ -668,7 +669,7 @@ fn an_unknown_to_version_is_an_error() {
         assert_eq!(out.code, Some(1), "{cmd}: {out:?}");
         assert!(
             out.stderr
-                .contains("no migration has version 99 (known: 0001_initial, 0002_user_notify, 0003_logout_all)"),
+                .contains("no migration has version 99 (known: 0001_initial, 0002_user_notify, 0003_logout_all, 0004_rotation_grace)"),
             "{out:?}"
         );
     }

@@ -200,7 +200,13 @@ impl Tokens {
     /// The access token of a refresh token: fresh `exp`/`iat`/`jti`, every other claim
     /// copied (simplejwt's `RefreshToken.access_token`).
     pub fn access_from(&self, refresh: &Claims, now: i64) -> Result<Issued, SignError> {
+        self.access_as(refresh, &new_jti(), now)
+    }
+
+    /// [`Tokens::access_from`] with a chosen `jti` and `iat`.
+    pub fn access_as(&self, refresh: &Claims, jti: &str, now: i64) -> Result<Issued, SignError> {
         let mut c = self.fresh(Kind::Access, now, self.access_lifetime);
+        c.jti = Some(jti.into());
         c.user_id = refresh.user_id.clone();
         c.sub = refresh.sub.clone();
         c.nbf = refresh.nbf.clone();
@@ -208,9 +214,12 @@ impl Tokens {
         self.sign(c)
     }
 
-    /// A rotated refresh token: the same claims with a new `jti`, `exp` and `iat`.
-    pub fn rotate(&self, refresh: &Claims, now: i64) -> Result<Issued, SignError> {
-        let fresh = self.fresh(Kind::Refresh, now, self.refresh_lifetime);
+    /// A rotated refresh token: the same claims with a new `jti` (chosen by the caller),
+    /// `exp` and `iat`. The same inputs give the same token again: the rotation grace
+    /// window re-issues a pair this way.
+    pub fn rotate_as(&self, refresh: &Claims, jti: &str, now: i64) -> Result<Issued, SignError> {
+        let mut fresh = self.fresh(Kind::Refresh, now, self.refresh_lifetime);
+        fresh.jti = Some(jti.into());
         let c = Claims {
             token_type: refresh.token_type.clone(),
             exp: fresh.exp,

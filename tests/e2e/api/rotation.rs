@@ -123,3 +123,78 @@ fn refresh_families_have_an_absolute_lifetime_and_an_idle_timeout() {
     });
     expired(&idle.post("/api/token/refresh/", json!({ "refresh": next })));
 }
+
+/// `auth.rotation_grace_secs`: two concurrent refreshes of one token (two tabs), on two
+/// workers, get the same new pair, and a retry within the window (a lost response) gets
+/// it again; after the window a replay is reuse, as without grace: the family is revoked.
+#[test]
+fn the_rotation_grace_window_returns_the_same_pair() {
+    for db in TestDb::each("the_rotation_grace_window_returns_the_same_pair") {
+        let api = Api::start(
+            db,
+            &["-w", "2"],
+            &[
+                ("CORRAL_AUTH_ROTATE_REFRESH_TOKENS", "true"),
+                ("CORRAL_AUTH_ROTATION_GRACE_SECS", "2"),
+            ],
+        );
+        let other = api.another_host();
+        let (_, r1) = api.login();
+        let refresh = |addr: &str, token: &str| {
+            let body = json!({ "refresh": token }).to_string();
+            post_json(
+                addr,
+                "/api/token/refresh/",
+                &serde_json::from_str(&body).unwrap(),
+            )
+        };
+        // Two at once, one per host.
+        let barrier = std::sync::Barrier::new(2);
+        let (a, b) = std::thread::scope(|s| {
+            let go = |addr: String| {
+                let (barrier, r1) = (&barrier, &r1);
+                move || {
+                    barrier.wait();
+                    refresh(&addr, r1)
+                }
+            };
+            let x = s.spawn(go(api.c.addr.clone()));
+            let y = s.spawn(go(other.addr.clone()));
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        assert_eq!(
+            (a.status, b.status),
+            (200, 200),
+            "{} / {}",
+            a.text(),
+            b.text()
+        );
+        assert_eq!(a.json(), b.json(), "the same pair for both");
+        let spent_at = crate::support::now_secs();
+        let again = refresh(&api.c.addr, &r1);
+        assert_eq!(again.status, 200);
+        assert_eq!(
+            again.json(),
+            a.json(),
+            "a retry within the window: the same pair again"
+        );
+        let r2 = a.json()["refresh"].as_str().unwrap().to_string();
+        assert_eq!(
+            refresh(&api.c.addr, &r2).status,
+            200,
+            "the successor works (once)"
+        );
+
+        eventually(T, "the grace window to end", || {
+            (crate::support::now_secs() > spent_at + 2).then_some(())
+        });
+        let late = refresh(&api.c.addr, &r1);
+        assert_eq!(
+            late.status,
+            401,
+            "after the window it is reuse: {}",
+            late.text()
+        );
+        assert_eq!(late.json()["detail"], "Token is blacklisted");
+    }
+}

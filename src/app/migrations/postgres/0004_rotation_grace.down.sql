@@ -1,0 +1,1 @@
+ALTER TABLE corral_outstanding_token DROP COLUMN successor;
