@@ -235,7 +235,12 @@ pub(crate) fn command(schema: &'static Schema, app: impl IntoIterator<Item = Com
                 .args(config_args(schema, FlagSet::Control)),
         );
     for c in app {
-        cmd = cmd.subcommand(c.args(config_args(schema, FlagSet::Data)));
+        // --config-fd: the master's periodic maintenance runs the command on its own
+        // configuration (a handoff memfd), as it runs migrations.
+        let handoff = hidden("config-fd")
+            .value_parser(value_parser!(RawFd))
+            .global(true);
+        cmd = cmd.subcommand(c.args(config_args(schema, FlagSet::Data)).arg(handoff));
     }
     cmd.subcommand(Command::new("worker").hide(true).args(WorkerArgs::args()))
 }

@@ -33,6 +33,10 @@ pub struct Hooks {
     pub check: fn(&Config) -> Result<(), ConfigError>,
     /// The application's own metric families, for `# HELP` and `# TYPE` on `/metrics`.
     pub metrics: &'static [crate::metrics::Family],
+    /// One of the application's commands (its argv after the binary's name) that the
+    /// master runs every `--maintenance-interval` in a short-lived child, on the running
+    /// configuration (the JWT app: `token flush-expired`); empty for none.
+    pub maintenance: &'static [&'static str],
 }
 
 impl Default for Hooks {
@@ -41,6 +45,7 @@ impl Default for Hooks {
             prepare: |_| Ok(()),
             check: |_| Ok(()),
             metrics: &[],
+            maintenance: &[],
         }
     }
 }

@@ -112,6 +112,7 @@ pub fn jwt() -> App<Boot> {
             prepare: secret::prepare,
             check: secret::check,
             metrics: METRICS,
+            maintenance: &["token", "flush-expired"],
         })
         .config_section(&settings::SECTION)
         .migrations(MIGRATIONS)

@@ -192,12 +192,20 @@ fn print_config(schema: &'static Schema, m: &ArgMatches) -> u8 {
 }
 
 fn run_app_command(schema: &'static Schema, m: &ArgMatches, c: &crate::service::Command) -> u8 {
-    let config = match load(schema, m) {
-        Ok((_, l)) => l.config,
-        Err(h) => {
-            eprintln!("corral: {}", h.reason);
-            return h.code;
+    let from_master = m.get_one::<std::os::fd::RawFd>("config-fd").copied();
+    let config = match from_master.map(crate::config::handoff::read) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            eprintln!("corral: {e}");
+            return exit::USAGE;
         }
+        None => match load(schema, m) {
+            Ok((_, l)) => l.config,
+            Err(h) => {
+                eprintln!("corral: {}", h.reason);
+                return h.code;
+            }
+        },
     };
     let _log = init_cli_logging(&config, "cli", LogLevel::Warning);
     (c.run)(&config, m)

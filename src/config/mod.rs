@@ -59,6 +59,8 @@ pub struct Config {
     pub max_queue_time: u64,
     /// Seconds a handler may run before it is cancelled and answered 503; 0 = off.
     pub request_timeout: u64,
+    /// Seconds between runs of the application's maintenance command; 0 = never.
+    pub maintenance_interval: u64,
     /// Requests after which a worker retires and is replaced; 0 = never.
     pub max_requests: u64,
     /// Random extra requests (0..=J) added to `max_requests` per worker.

@@ -16,6 +16,7 @@
 use super::console::{Ask, Cmd, Console, Reply};
 use super::dev_reload::DevReload;
 use super::generation::{handoff_of, Generations, Migration};
+use super::maintenance::Maintenance;
 use super::reconcile::{self, Backoff};
 use super::report::{self, Cause, Tally};
 use super::signals::{Signal, SignalQueue};
@@ -77,6 +78,7 @@ pub(super) struct Arbiter {
     phase: Phase,
     backoff: Backoff,
     console: Console,
+    maintenance: Maintenance,
     tally: Tally,
     /// Control clients waiting for an operation to finish.
     waiting: Waiting,
@@ -114,6 +116,7 @@ impl Arbiter {
             && (p.has_migrations || p.loaded.config.database.migrations_dir.is_some());
         Ok(Arbiter {
             console: p.console,
+            maintenance: Maintenance::new(p.hooks.maintenance),
             tally: Tally::new(migrates),
             waiting: Waiting::default(),
             num_workers: p.loaded.config.workers,
@@ -163,6 +166,10 @@ impl Arbiter {
                 self.murder_workers();
                 self.manage_workers()?;
                 self.answer_settled();
+                if self.phase == Phase::Running && self.generations.booted() {
+                    self.maintenance
+                        .tick(&self.spawner, self.generations.loaded());
+                }
                 if self.finished() {
                     break Ok(());
                 }
@@ -364,7 +371,12 @@ impl Arbiter {
             w.retire_by = Some(deadline);
             let _ = process::signal(w.pid, sig);
         }
-        if let Some(pid) = self.generations.migration_pid() {
+        for pid in self
+            .generations
+            .migration_pid()
+            .into_iter()
+            .chain(self.maintenance.pid())
+        {
             let _ = process::signal(pid, Sig::SIGTERM);
         }
     }
@@ -438,6 +450,7 @@ impl Arbiter {
             self.systemd.next_deadline(),
             self.reloader.as_ref().and_then(DevReload::deadline),
             self.console.deadline(),
+            self.maintenance.deadline(),
             match self.phase {
                 Phase::Delaying { until } => Some(until),
                 _ => None,
@@ -457,6 +470,7 @@ impl Arbiter {
         for (pid, how) in process::reap() {
             if let Some(w) = self.workers.remove(pid) {
                 self.worker_exited(w, how)?;
+            } else if self.maintenance.exited(pid, how) {
             } else if let Some(m) = self.generations.take_migration(pid) {
                 self.migrations_done(m, how)?;
             } else if self.upgrade.child_exited(pid, how) {
@@ -607,6 +621,7 @@ impl Arbiter {
         matches!(self.phase, Phase::Stopping { .. })
             && self.workers.is_empty()
             && self.generations.migration_pid().is_none()
+            && self.maintenance.pid().is_none()
     }
 
     // ---- actions ----
@@ -799,6 +814,7 @@ impl Arbiter {
             .pids()
             .into_iter()
             .chain(self.generations.migration_pid())
+            .chain(self.maintenance.pid())
             .collect();
         process::stop_all(&pids, Sig::SIGQUIT, Duration::from_secs(2));
         info!("Shutting down: Master");

@@ -22,6 +22,7 @@ mod arbiter;
 mod console;
 mod dev_reload;
 mod generation;
+mod maintenance;
 mod reconcile;
 mod report;
 mod signals;

@@ -133,6 +133,14 @@ impl Spawner {
         self.child(args.to_argv(), vec![handoff.as_raw_fd()])
     }
 
+    /// Starts an application command (`args`) on `handoff`'s configuration: the periodic
+    /// maintenance.
+    pub(super) fn app_command(&self, args: &[&str], handoff: &OwnedFd) -> Result<Pid, Halt> {
+        let mut argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+        argv.extend(["--config-fd".into(), handoff.as_raw_fd().to_string().into()]);
+        self.child(argv, vec![handoff.as_raw_fd()])
+    }
+
     /// Starts this process's own image with `args`, passing on `inherit`; the child gets
     /// TERM if the master dies, and none of the master's systemd variables.
     fn child(&self, args: Vec<OsString>, inherit: Vec<RawFd>) -> Result<Pid, Halt> {

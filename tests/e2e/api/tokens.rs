@@ -281,3 +281,31 @@ fn logout_all_revokes_every_token_issued_before() {
         assert_eq!(missing.code, Some(1));
     }
 }
+
+/// The master runs the flush itself every `--maintenance-interval`, in a short-lived
+/// child on its own configuration: expired tokens go without a cron.
+#[test]
+fn the_master_flushes_expired_tokens_periodically() {
+    let api = Api::start(
+        TestDb::sqlite(),
+        &["--maintenance-interval", "1"],
+        &[("CORRAL_AUTH_REFRESH_TOKEN_LIFETIME_SECS", "1")],
+    );
+    for _ in 0..3 {
+        api.login();
+    }
+    assert_eq!(
+        api.db
+            .scalar("SELECT COUNT(*) FROM corral_outstanding_token"),
+        3
+    );
+    eventually(T, "the expired tokens flushed by the master", || {
+        (api.db
+            .scalar("SELECT COUNT(*) FROM corral_outstanding_token")
+            == 0)
+            .then_some(())
+    });
+    api.c
+        .expect_log("Maintenance (token flush-expired) done", T);
+    assert_eq!(api.c.get("/healthz").status, 200);
+}
