@@ -129,7 +129,7 @@ impl Layers {
 
         // The platform's defaults (below the file, the environment and the flags).
         if self.env.contains_key("DYNO") {
-            for (path, value) in heroku_defaults() {
+            for (path, value) in super::platform::heroku_defaults() {
                 let key = schema.find(path).expect("a core key");
                 set(&mut merged, key, value);
                 origins.insert(key.path, Origin::Platform("Heroku (DYNO is set)"));
@@ -189,7 +189,7 @@ impl Layers {
 
         validate(schema, &merged, &origins)?;
         if self.env.contains_key("DYNO") {
-            heroku_fail_safe(schema, &merged, &origins)?;
+            super::platform::heroku_fail_safe(schema, &merged, &origins)?;
         }
         let section = match schema.section() {
             Some(s) => match merged.remove(s.name) {
@@ -266,8 +266,9 @@ fn set(table: &mut toml::Table, key: &Key, value: toml::Value) {
     }
 }
 
-/// The TLS files load and fit together (read here only to check them; each worker reads
-/// them again when it starts).
+/// The TLS keys fit together. Reading the files is the machine's business: see
+/// `preflight::tls`, which `serve`, `check` and a `HUP` run (not every command that loads
+/// the configuration).
 fn check_tls(
     schema: &Schema,
     c: &Config,
@@ -295,69 +296,8 @@ fn check_tls(
             "certfile",
             "keyfile is set: certfile is needed too".into(),
         )),
-        (Some(_), Some(_)) => {
-            let files = crate::http::tls::Files::of(c).expect("both set");
-            crate::http::tls::server_config(&files, c.http)
-                .map(drop)
-                .map_err(|why| bad("certfile", why))
-        }
+        (Some(_), Some(_)) => Ok(()),
     }
-}
-
-/// Under Heroku: keep-alive beyond the router's 90 s idle timeout (95 s, as Heroku's own
-/// buildpacks set Puma, nginx and Apache, so the router never reuses a connection the
-/// dyno is closing), the router's forwarding headers believed (the router is a dyno's
-/// only peer), and workers from the dyno's memory rather than the host's CPUs
-/// (`WEB_CONCURRENCY` still wins).
-fn heroku_defaults() -> Vec<(&'static str, toml::Value)> {
-    vec![
-        ("keep_alive", toml::Value::Integer(95)),
-        (
-            "forwarded_allow_ips",
-            toml::Value::Array(vec![toml::Value::String("*".into())]),
-        ),
-        ("workers", toml::Value::Integer(i64::from(dyno_workers()))),
-    ]
-}
-
-/// One worker per 256 MiB of the dyno's memory limit (cgroup), at least 1 and at most
-/// 2 × CPUs + 1: 2 on a 512 MB dyno, 4 on 1 GB. The host's CPU count says nothing on a
-/// dyno (`nproc` is 8 on the smallest).
-fn dyno_workers() -> u32 {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let limit = [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok())
-    .filter(|b| *b < 1 << 50);
-    match limit {
-        Some(bytes) => (bytes / (256 << 20)).clamp(1, 2 * cpus + 1) as u32,
-        None => cpus as u32,
-    }
-}
-
-/// Under Heroku an SQLite file lives on the dyno's disk, which is replaced at every
-/// restart and deploy: refuse, unless `database.allow_ephemeral` says it is meant.
-fn heroku_fail_safe(
-    schema: &Schema,
-    merged: &toml::Table,
-    origins: &BTreeMap<&'static str, Origin>,
-) -> Result<(), ConfigError> {
-    let db = |k: &str| merged.get("database").and_then(|d| d.get(k));
-    let sqlite = db("url")
-        .and_then(toml::Value::as_str)
-        .is_some_and(|u| u.starts_with("sqlite:"));
-    if sqlite && db("allow_ephemeral").and_then(toml::Value::as_bool) != Some(true) {
-        let key = schema.find("database.url").expect("a core key");
-        return Err(ConfigError::bad_value(
-            key,
-            &origins[key.path],
-            "DYNO is set (Heroku) but the database is SQLite: a dyno's disk is wiped at every restart, and every user with it. Attach Heroku Postgres (it sets DATABASE_URL), or set CORRAL_DATABASE_ALLOW_EPHEMERAL=true if losing the data is intended",
-        ));
-    }
-    Ok(())
 }
 
 /// Lists come comma-separated from the environment.

@@ -18,6 +18,7 @@
 
 pub(crate) mod handoff;
 mod load;
+mod platform;
 pub(crate) mod preflight;
 pub mod schema;
 

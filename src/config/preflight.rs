@@ -47,9 +47,21 @@ fn writable_or_creatable(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The TLS certificate and key load and match (`serve` and `check` at boot, the master
+/// on `HUP`); each worker reads them again when it starts. Exit 2, naming the key.
+pub(crate) fn tls(c: &Config) -> Result<(), Halt> {
+    match crate::http::tls::Files::of(c) {
+        Some(files) => crate::http::tls::server_config(&files, c.http)
+            .map(drop)
+            .map_err(|why| Halt::usage(format!("invalid value for `certfile`: {why}"))),
+        None => Ok(()),
+    }
+}
+
 /// The checks of a configuration against the machine it runs on. A `successor` (a new
 /// master started by `USR2`) writes `FILE.2` beside the live master's pidfile.
 pub(crate) fn check(c: &Config, successor: bool) -> Result<(), Halt> {
+    tls(c)?;
     let bad = |key: &str, why: String| Halt::failure(format!("`{key}`: {why}"));
     if c.error_logfile != "-" {
         writable_or_creatable(Path::new(&c.error_logfile)).map_err(|e| bad("error_logfile", e))?;

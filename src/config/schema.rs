@@ -346,22 +346,14 @@ pub(crate) fn defaults() -> Config {
         umask: None,
         chdir: None,
         bind_mode: None,
-        forwarded_allow_ips: crate::http::forwarded::Trusted::try_from(vec![
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ])
-        .expect("valid addresses"),
+        forwarded_allow_ips: crate::http::forwarded::Trusted::loopback(),
         certfile: None,
         keyfile: None,
         ca_certs: None,
         cert_reqs: crate::http::tls::CertReqs::None,
         http: crate::http::tls::HttpVersions::Auto,
         proxy_protocol: false,
-        proxy_allow_ips: crate::http::forwarded::Trusted::try_from(vec![
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ])
-        .expect("valid addresses"),
+        proxy_allow_ips: crate::http::forwarded::Trusted::loopback(),
         metrics_bind: None,
         control_socket: super::ControlSocket::Default,
         access_logfile: None,

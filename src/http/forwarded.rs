@@ -72,6 +72,14 @@ pub enum Trusted {
 }
 
 impl Trusted {
+    /// `127.0.0.1` and `::1`: Gunicorn's default, this host's own proxies only.
+    pub fn loopback() -> Trusted {
+        Trusted::Nets(vec![
+            IpNet::parse("127.0.0.1").expect("an address"),
+            IpNet::parse("::1").expect("an address"),
+        ])
+    }
+
     pub fn trusts(&self, ip: IpAddr) -> bool {
         match self {
             Trusted::All => true,

@@ -10,15 +10,16 @@
 //!
 //! The arbiter owns the loop and the worker table; the rest is delegated to owners of
 //! their own state: [`Generations`] (reloads and rollback), [`Spawner`] (what children
-//! inherit), [`Systemd`] (notifications), [`DevReload`] (`--reload`) and [`Upgrade`]
-//! (`USR2`).
+//! inherit), [`Systemd`] (notifications), [`DevReload`] (`--reload`), [`Upgrade`]
+//! (`USR2`), [`Maintenance`] (the app's periodic command) and [`Console`] (its sockets);
+//! what control clients are answered is in `control.rs`.
 
-use super::console::{Ask, Cmd, Console, Reply};
+use super::console::{Console, Reply};
 use super::dev_reload::DevReload;
 use super::generation::{handoff_of, Generations, Migration};
 use super::maintenance::Maintenance;
 use super::reconcile::{self, Backoff};
-use super::report::{self, Cause, Tally};
+use super::report::{Cause, Tally};
 use super::signals::{Signal, SignalQueue};
 use super::spawn::{Spawner, MASTER_ONLY_ENV};
 use super::systemd::Systemd;
@@ -38,6 +39,8 @@ use nix::unistd::Pid;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
+
+mod control;
 
 /// A worker that dies sooner than this after becoming ready counts as a crash loop.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -221,11 +224,16 @@ impl Arbiter {
             .layers
             .load()
             .and_then(|mut l| (self.hooks.prepare)(&mut l.config).map(|()| l))
-        {
+            .map_err(|e| e.to_string())
+            .and_then(|l| {
+                crate::config::preflight::tls(&l.config)
+                    .map(|()| l)
+                    .map_err(|h| h.reason)
+            }) {
             Ok(l) => l,
             Err(e) => {
                 error!(error = %e, "Reload failed: {e}; keeping generation {current}");
-                return self.reload_failed(e.to_string());
+                return self.reload_failed(e);
             }
         };
         if loaded.config.bind != self.generations.loaded().config.bind {
@@ -241,33 +249,6 @@ impl Arbiter {
             error!("Reload failed: {e}; keeping generation {current}");
             self.systemd.notify("READY=1");
             self.reload_failed(e.to_string());
-        }
-    }
-
-    /// A reload failed: counted, and told to the control clients waiting for it.
-    fn reload_failed(&mut self, why: String) {
-        self.tally.reloaded(None);
-        self.reload_ignored(&why);
-    }
-
-    fn reload_ignored(&mut self, why: &str) {
-        let gen = self.generations.number();
-        for id in std::mem::take(&mut self.waiting.reload) {
-            self.console.reply(
-                id,
-                Reply::Json(serde_json::json!({ "ok": false, "error": format!("reload failed: {why}; generation {gen} keeps serving") })),
-            );
-        }
-    }
-
-    fn reload_done(&mut self, took: std::time::Duration) {
-        self.tally.reloaded(Some(took));
-        let gen = self.generations.number();
-        for id in std::mem::take(&mut self.waiting.reload) {
-            self.console.reply(
-                id,
-                Reply::Json(serde_json::json!({ "ok": true, "generation": gen, "elapsed_ms": took.as_millis() as u64 })),
-            );
         }
     }
 
@@ -315,16 +296,6 @@ impl Arbiter {
             .start(self.spawner.exe(), &fds, MASTER_ONLY_ENV);
         if !self.upgrade.in_progress() {
             self.upgrade_failed("the new master could not be started; see the log");
-        }
-    }
-
-    fn upgrade_failed(&mut self, why: &str) {
-        self.console.rebind();
-        for id in std::mem::take(&mut self.waiting.upgrade) {
-            self.console.reply(
-                id,
-                Reply::Json(serde_json::json!({ "ok": false, "error": format!("upgrade failed: {why}; this master keeps serving") })),
-            );
         }
     }
 
@@ -819,99 +790,6 @@ impl Arbiter {
         process::stop_all(&pids, Sig::SIGQUIT, Duration::from_secs(2));
         info!("Shutting down: Master");
         halt
-    }
-
-    // ---- the console ----
-
-    /// Answers a console request, now or (for operations) once they are done.
-    fn answer(&mut self, ask: Ask) {
-        let (id, cmd) = match ask {
-            Ask::Metrics { id, format } => {
-                let snap = report::metrics(&self.workers, &self.tally, self.generations.number());
-                let body = report::encode(&snap, self.hooks.metrics, format);
-                let reply = Reply::Http {
-                    status: "200 OK",
-                    content_type: format.content_type(),
-                    body,
-                };
-                return self.console.reply(id, reply);
-            }
-            Ask::Control { id, cmd } => (id, cmd),
-        };
-        let refuse = |why: &str| Reply::Json(serde_json::json!({ "ok": false, "error": why }));
-        info!(command = ?cmd, "Control: {cmd:?}");
-        match cmd {
-            Cmd::Status => {
-                let facts = report::MasterFacts {
-                    generation: self.generations.number(),
-                    workers_wanted: self.num_workers,
-                    phase: match self.phase {
-                        Phase::Booting => "booting",
-                        Phase::Running => "running",
-                        Phase::Delaying { .. } => "shutting down",
-                        Phase::Stopping { .. } => "stopping",
-                    },
-                    config_file: self.generations.loaded().file.as_deref(),
-                };
-                let doc = report::status(&self.workers, &self.tally, &facts);
-                self.console.reply(id, Reply::Json(doc));
-            }
-            _ if self.phase != Phase::Running => self.console.reply(
-                id,
-                refuse("the master is not running (booting or stopping)"),
-            ),
-            Cmd::Reload => {
-                self.waiting.reload.push(id);
-                self.handle_hup();
-            }
-            Cmd::Ttin => {
-                self.waiting.settle.push(id);
-                self.handle_ttin();
-            }
-            Cmd::Ttou if self.num_workers == 1 => self
-                .console
-                .reply(id, refuse("already at one worker, the fewest there can be")),
-            Cmd::Ttou => {
-                self.waiting.settle.push(id);
-                self.handle_ttou();
-            }
-            Cmd::Upgrade => {
-                self.waiting.upgrade.push(id);
-                self.handle_usr2();
-            }
-            Cmd::Stop { quick } => {
-                self.console.reply(
-                    id,
-                    Reply::Json(serde_json::json!({ "ok": true, "stopping": true })),
-                );
-                if quick {
-                    self.stop(true);
-                } else {
-                    self.terminate();
-                }
-            }
-        }
-    }
-
-    /// Answers `ctl ttin`/`ttou` once the workers match the wanted number, all ready.
-    fn answer_settled(&mut self) {
-        if self.waiting.settle.is_empty() {
-            return;
-        }
-        let gen = self.generations.number();
-        let all_ready = self
-            .workers
-            .iter()
-            .all(|w| w.generation == gen && w.is_ready() && w.is_healthy());
-        let n = self.workers.iter().count();
-        if self.phase == Phase::Running && all_ready && n == self.num_workers as usize {
-            for id in std::mem::take(&mut self.waiting.settle) {
-                self.console.reply(
-                    id,
-                    Reply::Json(serde_json::json!({ "ok": true, "workers": n })),
-                );
-            }
-        }
     }
 
     // ---- small helpers ----

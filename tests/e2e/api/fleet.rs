@@ -126,8 +126,16 @@ fn the_user_check_is_answered_from_memory_on_postgres() {
     // bob (id 2) was never checked: his request must wait for the database.
     let bob = mint(json!({"user_id": "2"}));
     let addr = a.c.addr.clone();
+    // Backends of this database waiting for the lock (those still blocked stay blocked
+    // while it is held, so the count only grows).
+    let lock_waiters = || {
+        a.db.scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    };
+    let before = lock_waiters();
     let waiting = std::thread::spawn(move || hello_on_addr(&addr, &bearer(&bob)));
-    std::thread::sleep(Duration::from_millis(300));
+    eventually(T, "bob's user check to wait for the lock", || {
+        (lock_waiters() > before).then_some(())
+    });
     assert!(
         !waiting.is_finished(),
         "bob was answered without the database"
@@ -278,7 +286,11 @@ fn postgres_restarted_under_load_gives_503s_only_while_down() {
             .then_some(())
     });
     let settled = Instant::now();
-    std::thread::sleep(Duration::from_millis(500)); // more traffic after recovery
+    // More traffic after recovery: 200 more answers.
+    let seen = traffic.progress.load(std::sync::atomic::Ordering::Relaxed);
+    eventually(T, "more traffic after recovery", || {
+        (traffic.progress.load(std::sync::atomic::Ordering::Relaxed) >= seen + 200).then_some(())
+    });
     let outcomes = traffic.finish();
 
     let down: Vec<_> = outcomes.iter().filter(|o| o.status != 200).collect();

@@ -132,6 +132,7 @@ fn flush_expired_removes_expired_tokens_and_keeps_live_ones() {
         for _ in 0..30 {
             last = short.login().1;
         }
+        let rows = |table: &str| short.db.scalar(&format!("SELECT COUNT(*) FROM {table}"));
         let r = short.post("/api/token/blacklist/", json!({ "refresh": last }));
         assert_eq!(r.status, 200, "{}", r.text());
         let issued_by = crate::support::now_secs();
@@ -152,18 +153,8 @@ fn flush_expired_removes_expired_tokens_and_keeps_live_ones() {
                 r.json()["refresh"].as_str().unwrap().to_string()
             })
             .collect();
-        assert_eq!(
-            short
-                .db
-                .scalar("SELECT COUNT(*) FROM corral_outstanding_token"),
-            35
-        );
-        assert_eq!(
-            short
-                .db
-                .scalar("SELECT COUNT(*) FROM corral_blacklisted_token"),
-            1
-        );
+        assert_eq!(rows("corral_outstanding_token"), 35);
+        assert_eq!(rows("corral_blacklisted_token"), 1);
         // The short tokens expire a second after they were issued.
         eventually(T, "the short tokens to expire", || {
             (crate::support::now_secs() > issued_by + 1).then_some(())
@@ -175,18 +166,8 @@ fn flush_expired_removes_expired_tokens_and_keeps_live_ones() {
             "{}",
             out.stdout
         );
-        assert_eq!(
-            short
-                .db
-                .scalar("SELECT COUNT(*) FROM corral_outstanding_token"),
-            5
-        );
-        assert_eq!(
-            short
-                .db
-                .scalar("SELECT COUNT(*) FROM corral_blacklisted_token"),
-            0
-        );
+        assert_eq!(rows("corral_outstanding_token"), 5);
+        assert_eq!(rows("corral_blacklisted_token"), 0);
         let r = post_json(
             &long.addr,
             "/api/token/refresh/",

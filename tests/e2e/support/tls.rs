@@ -5,6 +5,15 @@ use super::process::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A new P-256 key, unencrypted: what every `openssl req` here makes.
+const EC: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 pub struct TestCa {
     pub dir: TempDir,
 }
@@ -37,18 +46,11 @@ impl TestCa {
             "basicConstraints=CA:false\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         openssl(
             d,
             &[
                 &["req", "-x509"][..],
-                &ec,
+                &EC,
                 &[
                     "-keyout",
                     "root.key",
@@ -70,7 +72,7 @@ impl TestCa {
             d,
             &[
                 &["req"][..],
-                &ec,
+                &EC,
                 &[
                     "-keyout",
                     "int.key",
@@ -116,13 +118,6 @@ impl TestCa {
     pub fn issue(&self, serial: u32, cert: &Path, key: &Path) {
         let d = self.dir.path();
         let name = format!("srv{serial}");
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         let (k, csr, pem) = (
             format!("{name}.key"),
             format!("{name}.csr"),
@@ -132,7 +127,7 @@ impl TestCa {
             d,
             &[
                 &["req"][..],
-                &ec,
+                &EC,
                 &["-keyout", &k, "-out", &csr, "-subj", "/CN=localhost"],
             ]
             .concat(),
