@@ -26,14 +26,8 @@ fn token_message(e: TokenError) -> &'static str {
         TokenError::NoId => "Token has no id",
         TokenError::NoExp => "Token has no 'exp' claim",
         TokenError::Blacklisted => "Token is blacklisted",
-    }
-}
-
-/// simplejwt's class name for a token type, as in the `messages` of a 401.
-fn token_class(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Access => "AccessToken",
-        Kind::Refresh => "RefreshToken",
+        TokenError::NoRefreshExp => "Token has no 'refresh_exp' claim",
+        TokenError::RefreshExpired => "Token 'refresh_exp' claim has expired",
     }
 }
 
@@ -46,8 +40,9 @@ pub(super) enum ApiError {
     NoActiveAccountForToken,
     /// A token the token views refuse.
     TokenNotValid(TokenError),
-    /// An access token `JWTAuthentication` refuses.
-    NotValidForAnyType(TokenError),
+    /// A Bearer token `JWTAuthentication` refuses: why each of `auth.auth_token_classes`
+    /// refused it, in order.
+    NotValidForAnyType(Vec<(Kind, TokenError)>),
     NoCredentials,
     BadAuthorizationHeader,
     NoUserIdentification,
@@ -123,10 +118,10 @@ impl ApiError {
             TokenNotValid(e) => {
                 unauthorized(json!({ "detail": token_message(e), "code": "token_not_valid" }))
             }
-            NotValidForAnyType(e) => unauthorized(json!({
+            NotValidForAnyType(refusals) => unauthorized(json!({
                 "detail": "Given token not valid for any token type",
                 "code": "token_not_valid",
-                "messages": [{ "token_class": token_class(Kind::Access), "token_type": Kind::Access.as_str(), "message": token_message(e) }],
+                "messages": refusals.iter().map(|(k, e)| json!({ "token_class": k.class_name(), "token_type": k.as_str(), "message": token_message(*e) })).collect::<Vec<_>>(),
             })),
             NoCredentials => {
                 unauthorized(json!({ "detail": "Authentication credentials were not provided." }))

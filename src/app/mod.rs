@@ -9,6 +9,10 @@
 //! | `/api/token/refresh/` | POST | refresh → `{"access"}` (+ `"refresh"` when rotating) |
 //! | `/api/token/verify/` | POST | token → `{}` |
 //! | `/api/token/blacklist/` | POST | refresh → `{}` |
+//! | `/api/token/sliding/` | POST | username + password → `{"token"}` (a sliding token) |
+//! | `/api/token/sliding/refresh/` | POST | sliding → `{"token"}` (same `jti`, new `exp`) |
+//! | `/api/token/sliding/blacklist/` | POST | sliding → `{}` |
+//! | `/api/token/logout-all/` | POST | as the Bearer's user: every token refused |
 //! | `/hello/` | GET | `Authorization: Bearer <access>` → `{"message": "Hello, World!"}` |
 //! | `/.well-known/jwks.json` | GET | public keys (asymmetric algorithms) |
 //! | `/healthz`, `/readyz` | GET | liveness; readiness (database reachable) |
@@ -68,12 +72,12 @@ const METRICS: &[Family] = &[
     Family {
         name: "corral_auth_logins_total",
         kind: MetricKind::Counter,
-        help: "Logins (POST /api/token/), by outcome (success, invalid_credentials, throttled, bad_request, error).",
+        help: "Logins (POST /api/token/ and /api/token/sliding/), by outcome (success, invalid_credentials, throttled, bad_request, error).",
     },
     Family {
         name: "corral_auth_refreshes_total",
         kind: MetricKind::Counter,
-        help: "Refreshes, by outcome (success, invalid, blacklisted, inactive_user, bad_request, error).",
+        help: "Refreshes (of refresh and of sliding tokens), by outcome (success, invalid, blacklisted, inactive_user, bad_request, error).",
     },
     Family {
         name: "corral_auth_refresh_reuse_total",
@@ -83,7 +87,7 @@ const METRICS: &[Family] = &[
     Family {
         name: "corral_auth_blacklisted_tokens_total",
         kind: MetricKind::Counter,
-        help: "Refresh tokens blacklisted, by how (blacklist: the endpoint; rotation: spent by a refresh).",
+        help: "Refresh and sliding tokens blacklisted, by how (blacklist: an endpoint; rotation: spent by a refresh).",
     },
     Family {
         name: "corral_auth_failures_total",
@@ -133,6 +137,10 @@ struct State {
     www_authenticate: HeaderValue,
     /// Login throttling's rates.
     throttle: throttle::Limits,
+    /// `auth.auth_token_classes`, in order.
+    token_classes: Vec<auth::Kind>,
+    /// `auth.authentication_class` is `JWTStatelessUserAuthentication`.
+    stateless: bool,
 }
 
 /// The app's hyper service, one per worker.
@@ -161,6 +169,8 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
         login_timing: timing::LoginTiming::new(),
         www_authenticate,
         throttle: throttle::Limits::of(&auth)?,
+        token_classes: auth.token_classes(),
+        stateless: auth.stateless(),
         auth,
     })))
 }

@@ -62,6 +62,17 @@ impl Reply {
         }
     }
 
+    /// Django's `HttpResponsePermanentRedirect`, as `APPEND_SLASH` sends it: 301, an
+    /// empty HTML body.
+    pub(super) fn redirect(location: &str) -> Reply {
+        Reply {
+            status: StatusCode::MOVED_PERMANENTLY,
+            ..Reply::fixed("")
+        }
+        .header(CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(hyper::header::LOCATION, location)
+    }
+
     /// `{"detail": …}`
     pub(super) fn detail(status: StatusCode, detail: &str) -> Reply {
         Reply::new(status, json!({ "detail": detail }))

@@ -3,15 +3,16 @@
 
 use super::errors::ApiError;
 use super::reply::Reply;
-use super::views::{self, ViewResult};
+use super::views::{self, Authentication, Grant, ViewResult};
 use super::State;
 use crate::http::{RequestBody, Route};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, LOCATION};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderValue, ALLOW};
+use hyper::{Method, Request, Response};
 use serde_json::json;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 const TOKEN_ALLOW: &str = "POST, OPTIONS";
@@ -27,15 +28,13 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
     let www = s.www_authenticate.clone();
     // DRF's views answer every response with `Allow`, and negotiate the renderer before
     // anything else (authentication included): JSON or 406.
-    let allow = match path {
-        "/api/token/"
-        | "/api/token/refresh/"
-        | "/api/token/verify/"
-        | "/api/token/blacklist/"
-        | "/api/token/logout-all/" => Some(TOKEN_ALLOW),
-        "/hello/" => Some(HELLO_ALLOW),
-        _ => None,
-    };
+    let allow = view_name(path).map(|_| {
+        if path == "/hello/" {
+            HELLO_ALLOW
+        } else {
+            TOKEN_ALLOW
+        }
+    });
     let indent = match allow.map(|_| negotiate(&req)) {
         Some(Err(())) => {
             let r = ApiError::NotAcceptable
@@ -48,44 +47,15 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
         Some(Ok(indent)) => indent,
         None => None,
     };
-    // The token views' futures are boxed: inline, the largest of them would set the size
-    // of every request's future, which is moved into the heap once per request.
+    let token_view = TOKEN_VIEWS.iter().find(|v| v.path == path);
     let result = match path {
-        "/api/token/" => {
-            Box::pin(token_view(
-                s,
-                req,
-                ("Token Obtain Pair", TOKEN_OBTAIN_DOC, OBTAIN_FIELDS),
-                views::obtain,
-            ))
-            .await
-        }
-        "/api/token/refresh/" => {
-            Box::pin(token_view(
-                s,
-                req,
-                ("Token Refresh", TOKEN_REFRESH_DOC, REFRESH_FIELDS),
-                views::refresh,
-            ))
-            .await
-        }
-        "/api/token/verify/" => {
-            Box::pin(token_view(
-                s,
-                req,
-                ("Token Verify", TOKEN_VERIFY_DOC, VERIFY_FIELDS),
-                views::verify,
-            ))
-            .await
-        }
-        "/api/token/blacklist/" => {
-            Box::pin(token_view(
-                s,
-                req,
-                ("Token Blacklist", TOKEN_BLACKLIST_DOC, BLACKLIST_FIELDS),
-                views::blacklist,
-            ))
-            .await
+        _ if token_view.is_some() => {
+            let v = token_view.expect("matched");
+            match *req.method() {
+                Method::POST => (v.view)(s, req).await,
+                Method::OPTIONS => Ok(metadata(v.title, v.doc, v.fields)),
+                ref m => not_allowed(m, TOKEN_ALLOW),
+            }
         }
         "/api/token/logout-all/" => match *req.method() {
             Method::POST => Box::pin(views::logout_all(s, req)).await,
@@ -100,19 +70,13 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
             Box::pin(views::readyz(&s)).await
         }
         "/readyz" => not_allowed(req.method(), GET_ALLOW),
-        "/api/token"
-        | "/api/token/refresh"
-        | "/api/token/verify"
-        | "/api/token/blacklist"
-        | "/api/token/logout-all"
-        | "/hello" => {
+        _ if appends_slash(path) => {
             let query = req
                 .uri()
                 .query()
                 .map(|q| format!("?{q}"))
                 .unwrap_or_default();
-            Ok(Reply::new(StatusCode::MOVED_PERMANENTLY, json!({}))
-                .header(LOCATION, &format!("{path}/{query}")))
+            Ok(Reply::redirect(&format!("{path}/{query}")))
         }
         _ => Err(ApiError::NotFound),
     };
@@ -164,26 +128,104 @@ fn negotiate(req: &Request<RequestBody>) -> Result<Option<usize>, ()> {
     }
 }
 
+/// A view's boxed future: inline, the largest would set the size of every request's
+/// future, which is moved into the heap once per request.
+type ViewFuture = Pin<Box<dyn Future<Output = ViewResult> + Send>>;
+
+/// A simplejwt token view: POST runs it, OPTIONS describes it (DRF's metadata), anything
+/// else is 405.
+struct TokenView {
+    path: &'static str,
+    /// Django's URL name: the metrics' `route` label.
+    name: &'static str,
+    title: &'static str,
+    doc: &'static str,
+    fields: &'static [Field],
+    view: fn(Arc<State>, Request<RequestBody>) -> ViewFuture,
+}
+
+const TOKEN_VIEWS: &[TokenView] = &[
+    TokenView {
+        path: "/api/token/",
+        name: "token_obtain_pair",
+        title: "Token Obtain Pair",
+        doc: TOKEN_OBTAIN_DOC,
+        fields: OBTAIN_FIELDS,
+        view: |s, r| Box::pin(views::obtain(s, r, Grant::Pair)),
+    },
+    TokenView {
+        path: "/api/token/refresh/",
+        name: "token_refresh",
+        title: "Token Refresh",
+        doc: TOKEN_REFRESH_DOC,
+        fields: REFRESH_FIELDS,
+        view: |s, r| Box::pin(views::refresh(s, r)),
+    },
+    TokenView {
+        path: "/api/token/verify/",
+        name: "token_verify",
+        title: "Token Verify",
+        doc: TOKEN_VERIFY_DOC,
+        fields: TOKEN_FIELDS,
+        view: |s, r| Box::pin(views::verify(s, r)),
+    },
+    TokenView {
+        path: "/api/token/blacklist/",
+        name: "token_blacklist",
+        title: "Token Blacklist",
+        doc: TOKEN_BLACKLIST_DOC,
+        fields: BLACKLIST_FIELDS,
+        view: |s, r| Box::pin(views::blacklist(s, r)),
+    },
+    TokenView {
+        path: "/api/token/sliding/",
+        name: "token_obtain_sliding",
+        title: "Token Obtain Sliding",
+        doc: SLIDING_OBTAIN_DOC,
+        fields: OBTAIN_FIELDS,
+        view: |s, r| Box::pin(views::obtain(s, r, Grant::Sliding)),
+    },
+    TokenView {
+        path: "/api/token/sliding/refresh/",
+        name: "token_refresh_sliding",
+        title: "Token Refresh Sliding",
+        doc: SLIDING_REFRESH_DOC,
+        fields: TOKEN_FIELDS,
+        view: |s, r| Box::pin(views::refresh_sliding(s, r)),
+    },
+    TokenView {
+        path: "/api/token/sliding/blacklist/",
+        name: "token_blacklist_sliding",
+        title: "Token Blacklist Sliding",
+        doc: SLIDING_BLACKLIST_DOC,
+        fields: TOKEN_FIELDS,
+        view: |s, r| Box::pin(views::blacklist_sliding(s, r)),
+    },
+];
+
+/// The views' (DRF's, answering `Allow` and negotiating) Django URL names.
+fn view_name(path: &str) -> Option<&'static str> {
+    match path {
+        "/api/token/logout-all/" => Some("token_logout_all"),
+        "/hello/" => Some("hello"),
+        _ => TOKEN_VIEWS.iter().find(|v| v.path == path).map(|v| v.name),
+    }
+}
+
+/// A view's path without its trailing slash: Django's `APPEND_SLASH` redirects it.
+fn appends_slash(path: &str) -> bool {
+    path.len() > 1 && !path.ends_with('/') && view_name(&format!("{path}/")).is_some()
+}
+
 /// The endpoint's name (Django's URL names), the bounded `route` label of the metrics.
 fn route_name(path: &str) -> &'static str {
     match path {
-        "/api/token/" => "token_obtain_pair",
-        "/api/token/refresh/" => "token_refresh",
-        "/api/token/verify/" => "token_verify",
-        "/api/token/blacklist/" => "token_blacklist",
-        "/api/token/logout-all/" => "token_logout_all",
-        "/hello/" => "hello",
         "/.well-known/jwks.json" => "jwks",
         "/healthz" => "healthz",
         "/livez" => "livez",
         "/readyz" => "readyz",
-        "/api/token"
-        | "/api/token/refresh"
-        | "/api/token/verify"
-        | "/api/token/blacklist"
-        | "/api/token/logout-all"
-        | "/hello" => "append_slash",
-        _ => "not_found",
+        _ if appends_slash(path) => "append_slash",
+        _ => view_name(path).unwrap_or("not_found"),
     }
 }
 
@@ -201,29 +243,9 @@ fn simple_get(req: &Request<RequestBody>, f: impl FnOnce() -> Reply) -> ViewResu
     }
 }
 
-/// A simplejwt token view: POST runs it, OPTIONS describes it, anything else is 405.
-/// `Allow` goes on the 405 and OPTIONS answers (DRF also puts it on every other response,
-/// where it tells a client nothing).
-async fn token_view<F, Fut>(
-    s: Arc<State>,
-    req: Request<RequestBody>,
-    (name, doc, actions): (&str, &str, &[Field]),
-    view: F,
-) -> ViewResult
-where
-    F: FnOnce(Arc<State>, Request<RequestBody>) -> Fut,
-    Fut: Future<Output = ViewResult>,
-{
-    match *req.method() {
-        Method::POST => view(s, req).await,
-        Method::OPTIONS => Ok(metadata(name, doc, actions)),
-        ref m => not_allowed(m, TOKEN_ALLOW),
-    }
-}
-
 /// `/hello/`: authentication first, then the method (DRF's order).
 async fn hello(s: &State, req: Request<RequestBody>) -> ViewResult {
-    views::authenticate(s, &req).await?;
+    views::authenticate(s, &req, Authentication::Configured).await?;
     match *req.method() {
         Method::GET | Method::HEAD => Ok(views::hello()),
         Method::OPTIONS => Ok(metadata("Hello", "", &[])),
@@ -255,7 +277,8 @@ const REFRESH_FIELDS: &[Field] = &[
         read_only: true,
     },
 ];
-const VERIFY_FIELDS: &[Field] = &[field("token", "Token")];
+/// The verify and sliding views' one field.
+const TOKEN_FIELDS: &[Field] = &[field("token", "Token")];
 const BLACKLIST_FIELDS: &[Field] = &[field("refresh", "Refresh")];
 
 /// DRF's `SimpleMetadata` answer to OPTIONS, byte for byte (the docstrings keep their
@@ -285,3 +308,6 @@ const TOKEN_OBTAIN_DOC: &str = "Takes a set of user credentials and returns an a
 const TOKEN_REFRESH_DOC: &str = "Takes a refresh type JSON web token and returns an access type JSON web\ntoken if the refresh token is valid.";
 const TOKEN_VERIFY_DOC: &str = "Takes a token and indicates if it is valid.  This view provides no\ninformation about a token's fitness for a particular use.";
 const TOKEN_BLACKLIST_DOC: &str = "Takes a token and blacklists it. Must be used with the\n`rest_framework_simplejwt.token_blacklist` app installed.";
+const SLIDING_OBTAIN_DOC: &str = "Takes a set of user credentials and returns a sliding JSON web token to\nprove the authentication of those credentials.";
+const SLIDING_REFRESH_DOC: &str = "Takes a sliding JSON web token and returns a new, refreshed version if the\ntoken's refresh period has not expired.";
+const SLIDING_BLACKLIST_DOC: &str = "Takes a sliding JSON web token and blacklists it: it can no longer\nauthenticate or be refreshed.";

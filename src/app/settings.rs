@@ -5,6 +5,7 @@
 //! core checks each value's kind when it loads, and the app reads the section as
 //! [`AuthConfig`], once per process.
 
+use super::auth::Kind as TokenKind;
 use crate::config::schema::{key, Key, Kind, Section, SECS};
 use crate::config::{Config, ConfigError};
 use jsonwebtoken::Algorithm;
@@ -27,6 +28,14 @@ pub struct AuthConfig {
     pub verifying_key_files: Vec<PathBuf>,
     pub access_token_lifetime_secs: u64,
     pub refresh_token_lifetime_secs: u64,
+    pub sliding_token_lifetime_secs: u64,
+    pub sliding_token_refresh_lifetime_secs: u64,
+    /// The token types that prove authentication on a protected view, tried in order
+    /// (`AccessToken`, `SlidingToken`).
+    pub auth_token_classes: Vec<String>,
+    /// `JWTAuthentication` (the user is looked up) or `JWTStatelessUserAuthentication`
+    /// (the token alone is trusted).
+    pub authentication_class: String,
     pub rotate_refresh_tokens: bool,
     pub blacklist_after_rotation: bool,
     pub update_last_login: bool,
@@ -102,6 +111,10 @@ impl Default for AuthConfig {
             verifying_key_files: vec![],
             access_token_lifetime_secs: 300,
             refresh_token_lifetime_secs: 86_400,
+            sliding_token_lifetime_secs: 300,
+            sliding_token_refresh_lifetime_secs: 86_400,
+            auth_token_classes: vec!["AccessToken".into()],
+            authentication_class: "JWTAuthentication".into(),
             rotate_refresh_tokens: false,
             blacklist_after_rotation: true,
             update_last_login: false,
@@ -128,6 +141,20 @@ impl AuthConfig {
         c.app.get()
     }
 
+    /// The token types `auth_token_classes` names, in order.
+    pub fn token_classes(&self) -> Vec<TokenKind> {
+        self.auth_token_classes
+            .iter()
+            .filter_map(|c| token_class(c).ok())
+            .collect()
+    }
+
+    /// `JWTStatelessUserAuthentication`: a valid token is trusted without looking its user
+    /// up (simplejwt's `TokenUser`).
+    pub fn stateless(&self) -> bool {
+        self.authentication_class != "JWTAuthentication"
+    }
+
     /// An HMAC algorithm, signed with `secret_key`.
     pub fn is_hmac(&self) -> bool {
         matches!(
@@ -136,6 +163,26 @@ impl AuthConfig {
         )
     }
 }
+
+/// A name of `auth.auth_token_classes`: simplejwt's class, by its name or its dotted path.
+fn token_class(name: &str) -> Result<TokenKind, String> {
+    let short = name
+        .trim()
+        .strip_prefix("rest_framework_simplejwt.tokens.")
+        .unwrap_or(name.trim());
+    [TokenKind::Access, TokenKind::Sliding]
+        .into_iter()
+        .find(|k| k.class_name() == short)
+        .ok_or_else(|| {
+            format!("{name:?} is not a token class that authenticates: AccessToken or SlidingToken")
+        })
+}
+
+const AUTHENTICATION_CLASSES: &[&str] = &[
+    "JWTAuthentication",
+    "JWTStatelessUserAuthentication",
+    "JWTTokenUserAuthentication",
+];
 
 const ALGORITHMS: &[&str] = &[
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
@@ -154,6 +201,13 @@ pub static KEYS: &[Key] = &[
     key("auth.verifying_key_files", Kind::List, "More PEM public keys accepted by kid (key rotation)"),
     key("auth.access_token_lifetime_secs", Kind::Int { min: 1, max: 31_536_000 }, "Access token lifetime (simplejwt ACCESS_TOKEN_LIFETIME)"),
     key("auth.refresh_token_lifetime_secs", Kind::Int { min: 1, max: 315_360_000 }, "Refresh token lifetime (REFRESH_TOKEN_LIFETIME)"),
+    key("auth.sliding_token_lifetime_secs", Kind::Int { min: 1, max: 31_536_000 }, "Sliding token lifetime: how long one lasts unrefreshed (SLIDING_TOKEN_LIFETIME)"),
+    key("auth.sliding_token_refresh_lifetime_secs", Kind::Int { min: 1, max: 315_360_000 }, "How long after login a sliding token can still be refreshed, its refresh_exp (SLIDING_TOKEN_REFRESH_LIFETIME)"),
+    Key {
+        parse: Some(|s| token_class(s).map(drop)),
+        ..key("auth.auth_token_classes", Kind::List, "Token types that authenticate on protected views, tried in order: AccessToken, SlidingToken (AUTH_TOKEN_CLASSES)")
+    },
+    key("auth.authentication_class", Kind::Enum(AUTHENTICATION_CLASSES), "JWTAuthentication looks the user up on each request (inactive, deleted and logged-out users refused); JWTStatelessUserAuthentication trusts the token alone until it expires (DEFAULT_AUTHENTICATION_CLASSES)"),
     key("auth.rotate_refresh_tokens", Kind::Bool, "Refresh returns a new refresh token too (ROTATE_REFRESH_TOKENS)"),
     key("auth.blacklist_after_rotation", Kind::Bool, "A rotated refresh token is single-use; reuse revokes its family (BLACKLIST_AFTER_ROTATION)"),
     key("auth.update_last_login", Kind::Bool, "Record last_login on each token obtain (UPDATE_LAST_LOGIN)"),
@@ -188,6 +242,24 @@ fn validate(t: &toml::Table) -> Result<(), (&'static str, String)> {
         return Err((
             "auth.auth_header_types",
             "at least one scheme is needed".into(),
+        ));
+    }
+    let classes: Vec<&str> = t
+        .get("auth_token_classes")
+        .and_then(toml::Value::as_array)
+        .map(|a| a.iter().filter_map(toml::Value::as_str).collect())
+        .unwrap_or_default();
+    if classes.is_empty() {
+        return Err((
+            "auth.auth_token_classes",
+            "at least one token class is needed: AccessToken, SlidingToken or both".into(),
+        ));
+    }
+    let kinds: Vec<_> = classes.iter().filter_map(|c| token_class(c).ok()).collect();
+    if (1..kinds.len()).any(|i| kinds[..i].contains(&kinds[i])) {
+        return Err((
+            "auth.auth_token_classes",
+            "a token class is named twice".into(),
         ));
     }
     Ok(())

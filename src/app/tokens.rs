@@ -1,4 +1,4 @@
-//! Refresh tokens: outstanding (issued), blacklisted (revoked), and rotation as an atomic
+//! Refresh and sliding tokens: outstanding (issued), blacklisted (revoked), and rotation as an atomic
 //! single use with reuse detection.
 //!
 //! Only the jti, the family and the times are stored, never the token. A token's family is
@@ -22,6 +22,22 @@ pub(super) async fn outstand(
         "INSERT INTO corral_outstanding_token (user_id, jti, family, created_at, expires_at)
         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (jti) DO NOTHING";
     on_db!(db, p => db.query(SQL).bind(user_id).bind(jti).bind(family).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Keeps a sliding token's row at least until `expires_at` (each refresh moves the
+/// token's `exp` on), creating it if the token was minted elsewhere.
+pub(super) async fn outlive(
+    db: &Db,
+    jti: &str,
+    user_id: Option<i64>,
+    expires_at: i64,
+) -> Result<(), StorageError> {
+    const SQL: &str =
+        "INSERT INTO corral_outstanding_token (user_id, jti, family, created_at, expires_at)
+        VALUES ($1, $2, $2, $3, $4) ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
+        WHERE corral_outstanding_token.expires_at < excluded.expires_at";
+    on_db!(db, p => db.query(SQL).bind(user_id).bind(jti).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! check. Each returns exactly what simplejwt 5.5.1 + DRF 3.x return; every failure is an
 //! [`ApiError`], which owns the texts.
 
-use super::auth::{password, Header, Kind, TokenError};
+use super::auth::{self, password, Claims, Header, Kind, TokenError};
 use super::body;
 use super::errors::ApiError;
 use super::reply::Reply;
@@ -28,9 +28,18 @@ async fn fields<const N: usize>(
     Ok(values.try_into().expect("one value per field"))
 }
 
-/// `POST /api/token/`: username + password → refresh + access. A failed login takes the
-/// same time whatever the reason (see `timing`).
-pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+/// What a login hands out.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Grant {
+    /// `POST /api/token/`: a refresh and an access token.
+    Pair,
+    /// `POST /api/token/sliding/`: one sliding token.
+    Sliding,
+}
+
+/// `POST /api/token/` and `/api/token/sliding/`: username + password → tokens. A failed
+/// login takes the same time whatever the reason (see `timing`).
+pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>, grant: Grant) -> ViewResult {
     let started = std::time::Instant::now();
     let client = req
         .extensions()
@@ -44,7 +53,7 @@ pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
             match attempt.as_ref().and_then(|a| a.throttled()) {
                 Some(wait) => Err(ApiError::Throttled { wait }),
                 None => {
-                    let r = obtain_checked(&s, username, password).await;
+                    let r = obtain_checked(&s, username, password, grant).await;
                     match (&r, &attempt) {
                         (Err(ApiError::NoActiveAccount), Some(a)) => a.failed(),
                         (Ok(_), Some(a)) => a.succeeded(),
@@ -70,7 +79,12 @@ pub(super) async fn obtain(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
     result
 }
 
-async fn obtain_checked(s: &Arc<State>, username: String, password: String) -> ViewResult {
+async fn obtain_checked(
+    s: &Arc<State>,
+    username: String,
+    password: String,
+    grant: Grant,
+) -> ViewResult {
     let Some(user) = users::by_username(&s.db, &username).await? else {
         // A real check's work, then the floor (as for every failure).
         s.hasher.run(move || password::burn(&password)).await;
@@ -107,24 +121,77 @@ async fn obtain_checked(s: &Arc<State>, username: String, password: String) -> V
         users::touch_last_login(&s.db, user.id).await?;
     }
     let now = storage::now_secs();
-    let refresh = s.tokens.refresh_for_user(user.id, now)?;
-    let access = s.tokens.access_from(&refresh.claims, now)?;
-    tokens::outstand(
-        &s.db,
-        &refresh.jti,
-        &refresh.jti,
-        Some(user.id),
-        refresh.exp,
-    )
-    .await?;
-    Ok(Reply::ok(
-        json!({ "refresh": refresh.token, "access": access.token }),
-    ))
+    match grant {
+        Grant::Pair => {
+            let refresh = s.tokens.refresh_for_user(user.id, now)?;
+            let access = s.tokens.access_from(&refresh.claims, now)?;
+            tokens::outstand(
+                &s.db,
+                &refresh.jti,
+                &refresh.jti,
+                Some(user.id),
+                refresh.exp,
+            )
+            .await?;
+            Ok(Reply::ok(
+                json!({ "refresh": refresh.token, "access": access.token }),
+            ))
+        }
+        Grant::Sliding => {
+            // Outstanding (so it can be blacklisted, and logging out everywhere finds it)
+            // for as long as refreshing could keep it alive.
+            let sliding = s.tokens.sliding_for_user(user.id, now)?;
+            let refresh_exp = sliding.claims.refresh_exp.as_ref().and_then(|v| v.as_i64());
+            let outlives = s
+                .tokens
+                .sliding_outlives(refresh_exp.unwrap_or(sliding.exp));
+            tokens::outstand(&s.db, &sliding.jti, &sliding.jti, Some(user.id), outlives).await?;
+            Ok(Reply::ok(json!({ "token": sliding.token })))
+        }
+    }
 }
 
-/// `POST /api/token/refresh/`: refresh → access (and a new refresh when rotating).
-pub(super) async fn refresh(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
-    let result = refresh_checked(s, req).await;
+/// Decodes a refresh or sliding token in simplejwt's order (`BlacklistMixin.verify`):
+/// after the signature and times, a blacklisted `jti` is reported before the token's own
+/// claim checks (no `exp`, no id, wrong type). With `always`, the blacklist is read even
+/// when those pass; otherwise the caller reads it itself (rotation does, atomically).
+async fn decode_listed(
+    s: &State,
+    token: &str,
+    kind: Kind,
+    now: i64,
+    always: bool,
+) -> Result<Result<Claims, TokenError>, StorageError> {
+    let claims = match s.tokens.decode_signed(token, now) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let verified = auth::verify(&claims, Some(kind));
+    if verified.is_err() || always {
+        if let Some(jti) = claims.jti.as_ref().and_then(|v| v.as_str()) {
+            if tokens::is_blacklisted(&s.db, jti).await? {
+                return Ok(Err(TokenError::Blacklisted));
+            }
+        }
+    }
+    Ok(verified.map(|()| claims))
+}
+
+/// The user of a refresh or sliding token may still refresh: not logged out everywhere
+/// since it was issued, and active (simplejwt ≥ 5.4 checks the last for refresh tokens).
+async fn may_refresh(s: &State, claims: &Claims, user_id: Option<i64>) -> Result<(), ApiError> {
+    let Some(id) = user_id else {
+        return Ok(());
+    };
+    match s.users.standing(&s.db, id).await? {
+        Some(u) if u.revoked(claims.iat()) => Err(ApiError::TokenNotValid(TokenError::Blacklisted)),
+        Some(u) if u.active || !s.auth.check_user_is_active => Ok(()),
+        _ => Err(ApiError::NoActiveAccountForToken),
+    }
+}
+
+/// Counts a refresh in `corral_auth_refreshes_total` by its outcome.
+fn counted_refresh(result: ViewResult) -> ViewResult {
     let outcome = match &result {
         Ok(_) => "success",
         Err(ApiError::TokenNotValid(TokenError::Blacklisted)) => "blacklisted",
@@ -137,31 +204,52 @@ pub(super) async fn refresh(s: Arc<State>, req: Request<RequestBody>) -> ViewRes
     result
 }
 
+/// `POST /api/token/sliding/refresh/`: a sliding token whose `refresh_exp` has not passed
+/// → the same token (same `jti`) with a new `exp` and `iat`. A sliding token cannot be
+/// refreshed once its `exp` has passed, as in simplejwt.
+pub(super) async fn refresh_sliding(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+    counted_refresh(refresh_sliding_checked(s, req).await)
+}
+
+async fn refresh_sliding_checked(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+    let [token] = fields(req, ["token"]).await?;
+    let now = storage::now_secs();
+    let claims = decode_listed(&s, &token, Kind::Sliding, now, true)
+        .await?
+        .map_err(ApiError::TokenNotValid)?;
+    s.tokens
+        .check_refresh_exp(&claims, now)
+        .map_err(ApiError::TokenNotValid)?;
+    let user_id = s.tokens.user_id(&claims).ok().flatten();
+    may_refresh(&s, &claims, user_id).await?;
+    let slid = s.tokens.slide(&claims, now)?;
+    tokens::outlive(&s.db, &slid.jti, user_id, slid.exp).await?;
+    Ok(Reply::ok(json!({ "token": slid.token })))
+}
+
+/// `POST /api/token/sliding/blacklist/`: revoke a sliding token (simplejwt can, but has
+/// no view for it).
+pub(super) async fn blacklist_sliding(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+    let [token] = fields(req, ["token"]).await?;
+    revoke(&s, &token, Kind::Sliding).await
+}
+
+/// `POST /api/token/refresh/`: refresh → access (and a new refresh when rotating).
+pub(super) async fn refresh(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
+    counted_refresh(refresh_checked(s, req).await)
+}
+
 async fn refresh_checked(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
     let [token] = fields(req, ["refresh"]).await?;
     let now = storage::now_secs();
-    let claims = s
-        .tokens
-        .decode_as(&token, Kind::Refresh, now)
+    let rotate_once = s.auth.rotate_refresh_tokens && s.auth.blacklist_after_rotation;
+    let claims = decode_listed(&s, &token, Kind::Refresh, now, !rotate_once)
+        .await?
         .map_err(ApiError::TokenNotValid)?;
     let jti = claims.jti().to_string();
     let exp = claims.exp();
     let user_id = s.tokens.user_id(&claims).ok().flatten();
-    let rotate_once = s.auth.rotate_refresh_tokens && s.auth.blacklist_after_rotation;
-    if !rotate_once && tokens::is_blacklisted(&s.db, &jti).await? {
-        return Err(ApiError::TokenNotValid(TokenError::Blacklisted));
-    }
-    // simplejwt ≥ 5.4: a refresh for a user who is gone or inactive is refused.
-    if let Some(id) = user_id {
-        match s.users.standing(&s.db, id).await? {
-            // Issued before a logout everywhere.
-            Some(u) if u.revoked(claims.iat()) => {
-                return Err(ApiError::TokenNotValid(TokenError::Blacklisted))
-            }
-            Some(u) if u.active || !s.auth.check_user_is_active => {}
-            _ => return Err(ApiError::NoActiveAccountForToken),
-        }
-    }
+    may_refresh(&s, &claims, user_id).await?;
     // The idle timeout needs rotation: each refresh then issues the token the next one
     // is measured from.
     let idle_on = s.auth.rotate_refresh_tokens;
@@ -250,16 +338,16 @@ pub(super) async fn verify(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
 /// `POST /api/token/blacklist/`: revoke a refresh token.
 pub(super) async fn blacklist(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
     let [token] = fields(req, ["refresh"]).await?;
-    let claims = s
-        .tokens
-        .decode_as(&token, Kind::Refresh, storage::now_secs())
+    revoke(&s, &token, Kind::Refresh).await
+}
+
+/// Blacklists a token of `kind`; one already blacklisted is refused as simplejwt does.
+async fn revoke(s: &State, token: &str, kind: Kind) -> ViewResult {
+    let claims = decode_listed(s, token, kind, storage::now_secs(), true)
+        .await?
         .map_err(ApiError::TokenNotValid)?;
-    let jti = claims.jti();
-    if tokens::is_blacklisted(&s.db, jti).await? {
-        return Err(ApiError::TokenNotValid(TokenError::Blacklisted));
-    }
     let user_id = s.tokens.user_id(&claims).ok().flatten();
-    tokens::blacklist(&s.db, jti, user_id, claims.exp()).await?;
+    tokens::blacklist(&s.db, claims.jti(), user_id, claims.exp()).await?;
     metrics::inc(
         "corral_auth_blacklisted_tokens_total",
         &[("via", "blacklist")],
@@ -267,16 +355,34 @@ pub(super) async fn blacklist(s: Arc<State>, req: Request<RequestBody>) -> ViewR
     Ok(Reply::ok(json!({})))
 }
 
-/// simplejwt's `JWTAuthentication`: the user id of a request.
-pub(super) async fn authenticate(s: &State, req: &Request<RequestBody>) -> Result<i64, ApiError> {
-    let result = authenticate_checked(s, req).await;
+/// How a protected view authenticates its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Authentication {
+    /// simplejwt's `JWTAuthentication`: the token, then its user (who must exist, be
+    /// active and not have logged out everywhere since).
+    User,
+    /// `auth.authentication_class` (`JWTStatelessUserAuthentication` trusts the token).
+    Configured,
+}
+
+/// Authenticates a request; the user's id, when the token names a numeric one.
+pub(super) async fn authenticate(
+    s: &State,
+    req: &Request<RequestBody>,
+    how: Authentication,
+) -> Result<Option<i64>, ApiError> {
+    let result = authenticate_checked(s, req, how).await;
     if let Some(code) = result.as_ref().err().and_then(ApiError::auth_code) {
         metrics::inc("corral_auth_failures_total", &[("code", code)]);
     }
     result
 }
 
-async fn authenticate_checked(s: &State, req: &Request<RequestBody>) -> Result<i64, ApiError> {
+async fn authenticate_checked(
+    s: &State,
+    req: &Request<RequestBody>,
+    how: Authentication,
+) -> Result<Option<i64>, ApiError> {
     let mut headers = req.headers().get_all(hyper::header::AUTHORIZATION).iter();
     let header = headers.next().map(|v| v.as_bytes());
     if headers.next().is_some() {
@@ -289,10 +395,14 @@ async fn authenticate_checked(s: &State, req: &Request<RequestBody>) -> Result<i
         Header::Bad => return Err(ApiError::BadAuthorizationHeader),
         Header::Token(t) => t,
     };
-    let claims = s
-        .tokens
-        .decode_as(token, Kind::Access, storage::now_secs())
-        .map_err(ApiError::NotValidForAnyType)?;
+    let (claims, kind) = token_of_a_class(s, token).await?;
+    if how == Authentication::Configured && s.stateless {
+        // simplejwt's `TokenUser`: any user id the token carries, no lookup.
+        return match &claims.user_id {
+            None => Err(ApiError::NoUserIdentification),
+            Some(_) => Ok(s.tokens.user_id(&claims).ok().flatten()),
+        };
+    }
     let id = match s.tokens.user_id(&claims) {
         Err(()) => return Err(ApiError::NoUserIdentification),
         Ok(None) => return Err(ApiError::UserNotFound),
@@ -301,19 +411,49 @@ async fn authenticate_checked(s: &State, req: &Request<RequestBody>) -> Result<i
     match s.users.standing(&s.db, id).await? {
         None => Err(ApiError::UserNotFound),
         Some(u) if !u.active && s.auth.check_user_is_active => Err(ApiError::UserInactive),
-        Some(u) if u.revoked(claims.iat()) => {
-            Err(ApiError::NotValidForAnyType(TokenError::Blacklisted))
-        }
-        Some(_) => Ok(id),
+        Some(u) if u.revoked(claims.iat()) => Err(ApiError::NotValidForAnyType(vec![(
+            kind,
+            TokenError::Blacklisted,
+        )])),
+        Some(_) => Ok(Some(id)),
     }
 }
 
+/// simplejwt's `get_validated_token`: the first of `auth.auth_token_classes` the token
+/// is valid as (a sliding token also checked against the blacklist), or why each refused.
+async fn token_of_a_class(s: &State, token: &str) -> Result<(Claims, Kind), ApiError> {
+    let claims = s
+        .tokens
+        .decode_signed(token, storage::now_secs())
+        .map_err(|e| {
+            ApiError::NotValidForAnyType(s.token_classes.iter().map(|k| (*k, e)).collect())
+        })?;
+    let mut refusals = Vec::new();
+    for &kind in &s.token_classes {
+        let blacklisted = match claims.jti.as_ref().and_then(|v| v.as_str()) {
+            Some(jti) if kind.blacklistable() => tokens::is_blacklisted(&s.db, jti).await?,
+            _ => false,
+        };
+        let checked = if blacklisted {
+            Err(TokenError::Blacklisted)
+        } else {
+            auth::verify(&claims, Some(kind))
+        };
+        match checked {
+            Ok(()) => return Ok((claims, kind)),
+            Err(e) => refusals.push((kind, e)),
+        }
+    }
+    Err(ApiError::NotValidForAnyType(refusals))
+}
+
 /// `POST /api/token/logout-all/`: as the user of the Bearer token, log out everywhere:
-/// every outstanding refresh token is blacklisted, and every token issued until now
-/// (this one included) is refused from now on.
+/// every outstanding refresh and sliding token is blacklisted, and every token issued
+/// until now (this one included) is refused from now on. The user is always looked up,
+/// whatever `auth.authentication_class` says.
 pub(super) async fn logout_all(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
-    let id = authenticate(&s, &req).await?;
-    users::logout_all(&s.db, id).await?;
+    let id = authenticate(&s, &req, Authentication::User).await?;
+    users::logout_all(&s.db, id.ok_or(ApiError::UserNotFound)?).await?;
     Ok(Reply::ok(json!({})))
 }
 

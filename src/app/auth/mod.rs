@@ -41,13 +41,19 @@ pub enum TokenError {
     NoId,
     NoExp,
     Blacklisted,
+    /// A sliding token without `refresh_exp`.
+    NoRefreshExp,
+    /// A sliding token past its `refresh_exp`: it can no longer be refreshed.
+    RefreshExpired,
 }
 
-/// The two token types of the pair.
+/// The token types: the pair's two, and simplejwt's sliding token (one token that both
+/// authenticates and, until its `refresh_exp`, refreshes itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Access,
     Refresh,
+    Sliding,
 }
 
 impl Kind {
@@ -55,7 +61,24 @@ impl Kind {
         match self {
             Kind::Access => "access",
             Kind::Refresh => "refresh",
+            Kind::Sliding => "sliding",
         }
+    }
+
+    /// simplejwt's class name, as the `messages` of a 401 and `auth.auth_token_classes`
+    /// name it.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Kind::Access => "AccessToken",
+            Kind::Refresh => "RefreshToken",
+            Kind::Sliding => "SlidingToken",
+        }
+    }
+
+    /// Whether the blacklist applies (simplejwt's `BlacklistMixin`): refresh and sliding
+    /// tokens, never access tokens.
+    pub fn blacklistable(self) -> bool {
+        !matches!(self, Kind::Access)
     }
 }
 
@@ -70,6 +93,9 @@ pub struct Claims {
     pub sub: Option<Value>,
     pub aud: Option<Value>,
     pub iss: Option<Value>,
+    /// A sliding token's last moment of refresh (simplejwt's
+    /// `SLIDING_TOKEN_REFRESH_EXP_CLAIM`).
+    pub refresh_exp: Option<Value>,
     /// The claim named by `user_id_claim`.
     pub user_id: Option<Value>,
     pub other: Vec<(String, Value)>,
@@ -89,6 +115,7 @@ impl Claims {
                 "sub" => &mut c.sub,
                 "aud" => &mut c.aud,
                 "iss" => &mut c.iss,
+                REFRESH_EXP => &mut c.refresh_exp,
                 k if k == user_id_claim => &mut c.user_id,
                 k => {
                     c.other.push((k.to_string(), v));
@@ -117,8 +144,9 @@ impl Claims {
         self.exp.as_ref().and_then(Value::as_i64).unwrap_or(0)
     }
 
-    /// The payload in simplejwt's order: `token_type`, `exp`, `iat`, `jti`, the user id,
-    /// then the others as received; `aud` and `iss` last, as simplejwt appends them.
+    /// The payload in simplejwt's order: `token_type`, `exp`, `iat`, `jti`, a sliding
+    /// token's `refresh_exp`, the user id, then the others as received; `aud` and `iss`
+    /// last, as simplejwt appends them.
     fn to_json(&self, user_id_claim: &str) -> String {
         let mut m = Map::new();
         let mut put = |k: &str, v: &Option<Value>| {
@@ -130,6 +158,7 @@ impl Claims {
         put("exp", &self.exp);
         put("iat", &self.iat);
         put("jti", &self.jti);
+        put(REFRESH_EXP, &self.refresh_exp);
         put(user_id_claim, &self.user_id);
         put("sub", &self.sub);
         put("nbf", &self.nbf);
@@ -141,6 +170,9 @@ impl Claims {
         Value::Object(m).to_string()
     }
 }
+
+/// The claim of a sliding token's refresh deadline (simplejwt's default name).
+const REFRESH_EXP: &str = "refresh_exp";
 
 /// A signed token and what the server needs to remember about it.
 #[derive(Debug, Clone)]
@@ -156,6 +188,8 @@ pub struct Tokens {
     keys: keys::KeySet,
     access_lifetime: i64,
     refresh_lifetime: i64,
+    sliding_lifetime: i64,
+    sliding_refresh_lifetime: i64,
     leeway: i64,
     audience: Option<String>,
     issuer: Option<String>,
@@ -168,6 +202,8 @@ impl Tokens {
             keys: keys::load(c)?,
             access_lifetime: c.access_token_lifetime_secs as i64,
             refresh_lifetime: c.refresh_token_lifetime_secs as i64,
+            sliding_lifetime: c.sliding_token_lifetime_secs as i64,
+            sliding_refresh_lifetime: c.sliding_token_refresh_lifetime_secs as i64,
             leeway: c.leeway_secs as i64,
             audience: c.audience.clone(),
             issuer: c.issuer.clone(),
@@ -197,6 +233,46 @@ impl Tokens {
         self.sign(c)
     }
 
+    /// A new sliding token for a user (simplejwt's `SlidingToken.for_user`): `exp` a
+    /// sliding lifetime away, `refresh_exp` a sliding refresh lifetime away.
+    pub fn sliding_for_user(&self, user_id: i64, now: i64) -> Result<Issued, SignError> {
+        let mut c = self.fresh(Kind::Sliding, now, self.sliding_lifetime);
+        c.refresh_exp = Some((now + self.sliding_refresh_lifetime).into());
+        c.user_id = Some(user_id.to_string().into());
+        self.sign(c)
+    }
+
+    /// The last moment a sliding token issued now could still be valid: refreshed just
+    /// before its `refresh_exp`, it lives one more sliding lifetime. What its outstanding
+    /// row must outlive.
+    pub fn sliding_outlives(&self, refresh_exp: i64) -> i64 {
+        refresh_exp + self.sliding_lifetime
+    }
+
+    /// Whether a sliding token may still be refreshed: its `refresh_exp` has not passed
+    /// (simplejwt's `check_exp(SLIDING_TOKEN_REFRESH_EXP_CLAIM)`, with the leeway).
+    pub fn check_refresh_exp(&self, sliding: &Claims, now: i64) -> Result<(), TokenError> {
+        let refresh_exp = match &sliding.refresh_exp {
+            None => return Err(TokenError::NoRefreshExp),
+            Some(v) => v.as_i64().ok_or(TokenError::Invalid)?,
+        };
+        if refresh_exp <= now - self.leeway {
+            return Err(TokenError::RefreshExpired);
+        }
+        Ok(())
+    }
+
+    /// A sliding token refreshed (simplejwt's `TokenRefreshSlidingSerializer`, after
+    /// [`Tokens::check_refresh_exp`]): the same claims, the same `jti` and `refresh_exp`,
+    /// with a new `exp` and `iat`.
+    pub fn slide(&self, sliding: &Claims, now: i64) -> Result<Issued, SignError> {
+        self.sign(Claims {
+            exp: Some((now + self.sliding_lifetime).into()),
+            iat: Some(now.into()),
+            ..sliding.clone()
+        })
+    }
+
     /// The access token of a refresh token: fresh `exp`/`iat`/`jti`, every other claim
     /// copied (simplejwt's `RefreshToken.access_token`).
     pub fn access_from(&self, refresh: &Claims, now: i64) -> Result<Issued, SignError> {
@@ -210,6 +286,7 @@ impl Tokens {
         c.user_id = refresh.user_id.clone();
         c.sub = refresh.sub.clone();
         c.nbf = refresh.nbf.clone();
+        c.refresh_exp = refresh.refresh_exp.clone();
         c.other = refresh.other.clone();
         self.sign(c)
     }
@@ -251,21 +328,28 @@ impl Tokens {
 
     /// Checks a token of any type (simplejwt's `UntypedToken`, used by the verify view).
     pub fn decode(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        let claims = self.decode_signed(token, now)?;
+        verify(&claims, None)?;
+        Ok(claims)
+    }
+
+    /// Checks a token that must be of type `kind`.
+    #[cfg(test)]
+    pub fn decode_as(&self, token: &str, kind: Kind, now: i64) -> Result<Claims, TokenError> {
+        let claims = self.decode_signed(token, now)?;
+        verify(&claims, Some(kind))?;
+        Ok(claims)
+    }
+
+    /// The checks PyJWT makes while decoding (signature, times, `iss`, `aud`), without
+    /// simplejwt's own ([`verify`]): between the two, simplejwt checks a refresh or
+    /// sliding token against the blacklist.
+    pub fn decode_signed(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let payload = jws::decode(token, self.keys.alg, &self.keys.verify)
             .map_err(|_| TokenError::Invalid)?;
         let claims = Claims::parse(&payload, &self.user_id_claim)?;
         self.check_claims(&claims, now)?;
         Ok(claims)
-    }
-
-    /// Checks a token that must be of type `kind`.
-    pub fn decode_as(&self, token: &str, kind: Kind, now: i64) -> Result<Claims, TokenError> {
-        let claims = self.decode(token, now)?;
-        match &claims.token_type {
-            None => Err(TokenError::NoType),
-            Some(Value::String(t)) if t == kind.as_str() => Ok(claims),
-            Some(_) => Err(TokenError::WrongType),
-        }
     }
 
     fn check_claims(&self, c: &Claims, now: i64) -> Result<(), TokenError> {
@@ -303,12 +387,6 @@ impl Tokens {
         {
             return Err(TokenError::Invalid);
         }
-        if exp.is_none() {
-            return Err(TokenError::NoExp);
-        }
-        if c.jti.is_none() {
-            return Err(TokenError::NoId);
-        }
         Ok(())
     }
 
@@ -319,6 +397,23 @@ impl Tokens {
             Some(Value::Number(n)) => Ok(n.as_i64()),
             _ => Err(()),
         }
+    }
+}
+
+/// simplejwt's `Token.verify`, after decoding: `exp` present, `jti` present, and the
+/// `token_type` of `kind` (any type when `None`, as `UntypedToken`).
+pub fn verify(c: &Claims, kind: Option<Kind>) -> Result<(), TokenError> {
+    if c.exp.is_none() {
+        return Err(TokenError::NoExp);
+    }
+    if c.jti.is_none() {
+        return Err(TokenError::NoId);
+    }
+    match (kind, &c.token_type) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(TokenError::NoType),
+        (Some(k), Some(Value::String(t))) if t == k.as_str() => Ok(()),
+        (Some(_), Some(_)) => Err(TokenError::WrongType),
     }
 }
 
@@ -419,6 +514,42 @@ mod tests {
         );
         assert_eq!(access.claims.user_id, Some(Value::String("7".into())));
         assert_eq!(access.exp, 2_300);
+    }
+
+    #[test]
+    fn sliding_tokens_as_simplejwt_makes_them() {
+        let t = tokens(GOLDEN);
+        let issued = t.sliding_for_user(7, 1_000).unwrap();
+        let payload: Value = serde_json::from_str(&issued.claims.to_json("user_id")).unwrap();
+        assert_eq!(
+            payload.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["token_type", "exp", "iat", "jti", "refresh_exp", "user_id"]
+        );
+        assert_eq!(
+            (payload["exp"].as_i64(), payload["refresh_exp"].as_i64()),
+            (Some(1_300), Some(87_400))
+        );
+        let c = t.decode_as(&issued.token, Kind::Sliding, 1_200).unwrap();
+        assert_eq!(t.check_refresh_exp(&c, 87_399), Ok(()));
+        assert_eq!(
+            t.check_refresh_exp(&c, 87_400),
+            Err(TokenError::RefreshExpired)
+        );
+        let slid = t.slide(&c, 2_000).unwrap();
+        assert_eq!((slid.jti.as_str(), slid.exp), (issued.jti.as_str(), 2_300));
+        assert_eq!(slid.claims.refresh_exp, c.refresh_exp);
+        let no_refresh_exp = Claims {
+            refresh_exp: None,
+            ..c.clone()
+        };
+        assert_eq!(
+            t.check_refresh_exp(&no_refresh_exp, 1_200),
+            Err(TokenError::NoRefreshExp)
+        );
+        assert_eq!(
+            t.decode_as(&issued.token, Kind::Access, 1_200),
+            Err(TokenError::WrongType)
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod parsing; // DRF field validation, body parsing, methods, OPTIONS, HEAD, APPE
 mod peer; // side by side with the real Django + DRF + simplejwt peer
 mod rotation; // refresh rotation, reuse detection, concurrent refreshes
 mod secrets; // SECRET_KEY rules, the development key, nothing secret in logs
+mod sliding; // sliding tokens, auth_token_classes, stateless authentication
 mod throttle; // failed logins per address and per user, shared by workers
 mod tokens; // token shape, last_login, fixed vectors from PyJWT/simplejwt
 mod users; // `corral user …` and Django's password hashes

@@ -237,6 +237,11 @@ fn a_missing_trailing_slash_redirects_like_append_slash() {
             (redirect.status, redirect.header("location")),
             (301, Some("/hello/?x=1"))
         );
+        assert_eq!(
+            (redirect.header("content-type"), redirect.text().as_str()),
+            (Some("text/html; charset=utf-8"), ""),
+            "Django's empty HTML redirect"
+        );
     }
 }
 

@@ -2,10 +2,10 @@
 //! (`../shared/peers/django_jwt`), the same requests to both, the same answers expected:
 //! status, body (tokens aside) and the headers DRF and Django's middleware set.
 //!
-//! The peer needs its Python requirements: a virtualenv in `$TEST_PEER_VENV`,
-//! `target/peer-venv` (which `.ci/run` makes) or `../shared/peers/.venv`. Without one, or
-//! without the peers directory (it lives outside this repository), the test says it
-//! skipped.
+//! The peer lives outside this repository: `$TEST_PEERS_DIR`, or `../shared/peers` beside
+//! the checkout. It needs its Python requirements: a virtualenv in `$TEST_PEER_VENV`,
+//! `target/peer-venv` (which `.ci/run` makes) or the peers' `.venv`. Without them a test
+//! says it skipped; under `CI=true` it fails.
 
 use super::*;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,9 @@ impl Drop for Peer {
 
 fn peer_paths() -> Option<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let peers = root.join("../shared/peers");
+    let peers = std::env::var_os("TEST_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/peers"));
     let venvs = [
         std::env::var_os("TEST_PEER_VENV").map(PathBuf::from),
         Some(root.join("target/peer-venv")),
@@ -51,7 +53,9 @@ impl Peer {
     /// With the peer's knobs (`PEER_THROTTLE`, `PEER_ROTATE`, `PEER_SLIDING`).
     fn start_with(test: &str, knobs: &[(&str, &str)]) -> Option<Peer> {
         let Some((dir, venv)) = peer_paths() else {
-            eprintln!("SKIPPED {test}: the Django peer is not set up (../shared/peers and its virtualenv; .ci/run makes target/peer-venv)");
+            let why = "the Django peer is not set up ($TEST_PEERS_DIR or ../shared/peers, and its virtualenv: .ci/run makes target/peer-venv)";
+            assert!(std::env::var_os("CI").is_none(), "{test}: {why}");
+            eprintln!("SKIPPED {test}: {why}");
             return None;
         };
         let db = TempDir::new("peer");
@@ -381,4 +385,227 @@ fn a_throttled_login_looks_like_drfs() {
         theirs.text()
     );
     assert_eq!(ours.status, 429);
+}
+
+/// Sliding tokens, both ways and side by side, with `PEER_SLIDING=1` (AccessToken and
+/// SlidingToken authenticate): a token either server issues authenticates on both and
+/// refreshes on both to the same claims in the same order, and every refusal reads the
+/// same.
+#[test]
+fn sliding_tokens_match_the_django_peer() {
+    let Some(peer) = Peer::start_with(
+        "sliding_tokens_match_the_django_peer",
+        &[("PEER_SLIDING", "1")],
+    ) else {
+        return;
+    };
+    let api = Api::start(
+        TestDb::sqlite(),
+        &[],
+        &[("CORRAL_AUTH_AUTH_TOKEN_CLASSES", "AccessToken,SlidingToken")],
+    );
+    let (ours, theirs) = (api.c.addr.clone(), peer.addr());
+    let json_ct = [("Content-Type", "application/json")];
+    let post = |addr: &str, path: &str, body: Value| {
+        ask(addr, "POST", path, &json_ct, body.to_string().as_bytes())
+    };
+    let login = |addr: &str| {
+        let r = post(
+            addr,
+            "/api/token/sliding/",
+            json!({"username": "alice", "password": "wonderland-42"}),
+        );
+        assert_eq!(r.status, 200, "{addr}: {}", r.text());
+        r.json()["token"].as_str().unwrap().to_string()
+    };
+    let claims = |token: &str| -> serde_json::Map<String, Value> {
+        let part = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    let keys = |token: &str| claims(token).keys().cloned().collect::<Vec<_>>();
+    let (from_us, from_them) = (login(&ours), login(&theirs));
+    assert_eq!(keys(&from_us), keys(&from_them));
+    for token in [&from_us, &from_them] {
+        let c = claims(token);
+        let mut refreshed = vec![];
+        for addr in [&ours, &theirs] {
+            let bearer = format!("Bearer {token}");
+            let r = ask(addr, "GET", "/hello/", &[("Authorization", &bearer)], b"");
+            assert_eq!(r.status, 200, "{addr}: {}", r.text());
+            let r = post(
+                addr,
+                "/api/token/sliding/refresh/",
+                json!({ "token": token }),
+            );
+            assert_eq!(r.status, 200, "{addr}: {}", r.text());
+            refreshed.push(r.json()["token"].as_str().unwrap().to_string());
+        }
+        let (a, b) = (claims(&refreshed[0]), claims(&refreshed[1]));
+        assert_eq!(keys(&refreshed[0]), keys(&refreshed[1]));
+        for k in ["token_type", "jti", "refresh_exp", "user_id"] {
+            assert_eq!((&a[k], &b[k]), (&c[k], &c[k]), "{k}");
+        }
+        for p in [&a, &b] {
+            assert_eq!(p["exp"].as_i64().unwrap() - p["iat"].as_i64().unwrap(), 300);
+        }
+    }
+
+    // Refusals, request for request.
+    let t = super::now();
+    let minted = |over: Value| mint(over);
+    let expired_refresh = minted(json!({"token_type": "sliding", "refresh_exp": t - 5}));
+    let no_refresh_exp = minted(json!({"token_type": "sliding"}));
+    let expired = minted(json!({"token_type": "sliding", "exp": t - 5, "refresh_exp": t + 600}));
+    let refresh = minted(json!({"token_type": "refresh"}));
+    let access = minted(json!({}));
+    let bearer = |tok: &str| format!("Bearer {tok}");
+    let (b_refresh, b_expired, b_garbage) = (bearer(&refresh), bearer(&expired), bearer("x.y.z"));
+    let body = |k: &str, tok: &str| json!({ k: tok }).to_string().into_bytes();
+    let json = "application/json";
+    let cases: Vec<Case> = vec![
+        ("OPTIONS", "/api/token/sliding/", vec![], vec![]),
+        ("OPTIONS", "/api/token/sliding/refresh/", vec![], vec![]),
+        ("GET", "/api/token/sliding/refresh/", vec![], vec![]),
+        ("GET", "/api/token/sliding", vec![], vec![]),
+        (
+            "POST",
+            "/api/token/sliding/refresh/",
+            vec![("Content-Type", json)],
+            b"{}".to_vec(),
+        ),
+        (
+            "POST",
+            "/api/token/sliding/",
+            vec![("Content-Type", json)],
+            br#"{"username":"alice","password":"nope"}"#.to_vec(),
+        ),
+        (
+            "POST",
+            "/api/token/sliding/refresh/",
+            vec![("Content-Type", json)],
+            body("token", &expired_refresh),
+        ),
+        (
+            "POST",
+            "/api/token/sliding/refresh/",
+            vec![("Content-Type", json)],
+            body("token", &no_refresh_exp),
+        ),
+        (
+            "POST",
+            "/api/token/sliding/refresh/",
+            vec![("Content-Type", json)],
+            body("token", &expired),
+        ),
+        (
+            "POST",
+            "/api/token/sliding/refresh/",
+            vec![("Content-Type", json)],
+            body("token", &refresh),
+        ),
+        (
+            "POST",
+            "/api/token/sliding/refresh/",
+            vec![("Content-Type", json)],
+            body("token", &access),
+        ),
+        (
+            "POST",
+            "/api/token/sliding/refresh/",
+            vec![("Content-Type", json)],
+            body("token", "garbage"),
+        ),
+        (
+            "POST",
+            "/api/token/refresh/",
+            vec![("Content-Type", json)],
+            body("refresh", &no_refresh_exp),
+        ),
+        (
+            "POST",
+            "/api/token/blacklist/",
+            vec![("Content-Type", json)],
+            body("refresh", &no_refresh_exp),
+        ),
+        (
+            "POST",
+            "/api/token/verify/",
+            vec![("Content-Type", json)],
+            body("token", &expired_refresh),
+        ),
+        (
+            "POST",
+            "/api/token/verify/",
+            vec![("Content-Type", json)],
+            body("token", &expired),
+        ),
+        (
+            "GET",
+            "/hello/",
+            vec![("Authorization", &b_refresh)],
+            vec![],
+        ),
+        (
+            "GET",
+            "/hello/",
+            vec![("Authorization", &b_expired)],
+            vec![],
+        ),
+        (
+            "GET",
+            "/hello/",
+            vec![("Authorization", &b_garbage)],
+            vec![],
+        ),
+    ];
+    let mut differ = vec![];
+    for (method, path, headers, body) in &cases {
+        let a = shape(&ask(&ours, method, path, headers, body));
+        let b = shape(&ask(&theirs, method, path, headers, body));
+        if a != b {
+            differ.push(format!(
+                "{method} {path} {headers:?}\n  corral: {a:?}\n  django: {b:?}"
+            ));
+        }
+    }
+    // A refresh token blacklisted on each server, then sent to its sliding refresh and
+    // as a Bearer: simplejwt reads the blacklist before the token type.
+    for addr in [&ours, &theirs] {
+        let r = post(
+            addr,
+            "/api/token/",
+            json!({"username": "alice", "password": "wonderland-42"}),
+        );
+        let listed = r.json()["refresh"].as_str().unwrap().to_string();
+        assert_eq!(
+            post(addr, "/api/token/blacklist/", json!({"refresh": listed})).status,
+            200
+        );
+        let slid = post(
+            addr,
+            "/api/token/sliding/refresh/",
+            json!({"token": listed}),
+        );
+        let hello = ask(
+            addr,
+            "GET",
+            "/hello/",
+            &[("Authorization", &bearer(&listed))],
+            b"",
+        );
+        differ.push(format!("{:?}|{:?}", shape(&slid), shape(&hello)));
+    }
+    let (b, a) = (differ.pop().unwrap(), differ.pop().unwrap());
+    if a != b {
+        differ.push(format!(
+            "blacklisted refresh token\n  corral: {a}\n  django: {b}"
+        ));
+    }
+    assert!(
+        differ.is_empty(),
+        "{} of {} differ:\n{}",
+        differ.len(),
+        cases.len() + 1,
+        differ.join("\n")
+    );
 }

@@ -122,7 +122,7 @@ impl Conn {
         self.read_response_inner(true)
     }
 
-    /// Reads one response (Content-Length bodies, or until close).
+    /// Reads one response (Content-Length or chunked bodies, or until close).
     pub fn read_response(&mut self) -> std::io::Result<Response> {
         self.read_response_inner(false)
     }
@@ -151,9 +151,13 @@ impl Conn {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.parse::<usize>().ok());
+        let chunked = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
         let body = match len {
             // Interim (1xx), 204 and 304 responses have no body.
             _ if head_request || status < 200 || status == 204 || status == 304 => vec![],
+            _ if chunked => self.read_chunked()?,
             Some(n) => {
                 while self.buf.len() < n {
                     self.fill()?;
@@ -170,6 +174,39 @@ impl Conn {
             headers,
             body,
         })
+    }
+
+    /// A chunked body, decoded (trailers skipped).
+    fn read_chunked(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut body = vec![];
+        loop {
+            let line = self.line()?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+            if size == 0 {
+                // Trailers, then the empty line.
+                while !self.line()?.is_empty() {}
+                return Ok(body);
+            }
+            while self.buf.len() < size + 2 {
+                self.fill()?;
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+        }
+    }
+
+    /// The next CRLF-terminated line, without its CRLF.
+    fn line(&mut self) -> std::io::Result<String> {
+        let end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n") {
+                break i;
+            }
+            self.fill()?;
+        };
+        let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 2);
+        Ok(line)
     }
 
     fn fill(&mut self) -> std::io::Result<()> {
