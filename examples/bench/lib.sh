@@ -33,10 +33,11 @@ now_ms() { local t=${EPOCHREALTIME/./}; echo $(( 10#$t / 1000 )); }
 wrk_json() { sed -n 's/^RESULT //p'; }
 ticks() { local t=0 s; for p in "$@"; do s=$(cat /proc/$p/stat 2>/dev/null) || continue; s=${s##*) }; set -- $s; t=$((t + ${12} + ${13})); done; echo $t; }
 tree() { echo "$1" $(pgrep -P "$1" | tr '\n' ' '); }
-# token PORT USER PASSWORD [FIELD]: a token pair field (access by default) from a login.
+# token PORT USER PASSWORD [FIELD [PATH]]: a field of a login's answer (access by default;
+# PATH /api/token/sliding/ with FIELD token for a sliding token).
 token() {
   curl -s -X POST -H 'Content-Type: application/json' -d "{\"username\":\"$2\",\"password\":\"$3\"}" \
-    "http://127.0.0.1:$1/api/token/" | jq -r ".${4:-access}"
+    "http://127.0.0.1:$1${5:-/api/token/}" | jq -r ".${4:-access}"
 }
 # measure NAME URL SCRIPT CONNS PIDS...: one wrk run as a JSON line with the servers' CPU time per request.
 measure() {
@@ -47,3 +48,17 @@ measure() {
   echo "$j" | jq -c --arg n "$name" --argjson cpu "$(( t1 - t0 ))" --argjson hz "$(getconf CLK_TCK)" \
     '. + {name: $n, cpu_us_per_request: (if .requests > 0 then $cpu * 1000000 / $hz / .requests else null end)}'
 }
+# scratch NAME: a scratch folder DATA under $OUT and a PostgreSQL database name DB (made
+# by the caller with pg_create), both removed at exit with every pid in PIDS.
+scratch() {
+  DB=corral_${1}_$$
+  DATA=$(mktemp -d "$OUT/$1.XXXXXX")
+  PIDS=()
+  trap scratch_cleanup EXIT
+}
+scratch_cleanup() {
+  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  [[ -z ${PG_URL:-} ]] || psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$DATA"
+}
+pg_create() { psql "$PG_URL/postgres" -qc "CREATE DATABASE $DB" >/dev/null; }

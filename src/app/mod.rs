@@ -22,13 +22,14 @@
 //! Inside: [`routes`] → [`views`] (each a `Result<Reply, ApiError>`), [`errors`] (every
 //! simplejwt/DRF text), [`body`] and [`reply`] (DRF's parsing and rendering), [`auth`]
 //! (JWS, keys, passwords), the tables ([`users`], [`tokens`]) with their migrations, the
-//! user check ([`user_check`]), the `user` command ([`cli`]), the secret key ([`secret`])
+//! user and blacklist checks from memory ([`memory`]), the `user` command ([`cli`]), the secret key ([`secret`])
 //! and the `[auth]` settings ([`settings`]).
 
 mod auth;
 mod body;
 mod cli;
 mod errors;
+mod memory;
 mod reply;
 mod routes;
 mod secret;
@@ -36,7 +37,6 @@ mod settings;
 mod throttle;
 mod timing;
 mod tokens;
-mod user_check;
 mod users;
 mod validate;
 mod views;
@@ -52,11 +52,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response};
+use memory::Memory;
 use settings::AuthConfig;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use user_check::UserCheck;
 
 include!(concat!(env!("OUT_DIR"), "/jwt_migrations.rs"));
 
@@ -104,6 +104,11 @@ const METRICS: &[Family] = &[
         kind: MetricKind::Counter,
         help: "User checks, by result (hit: from memory; miss: queried, then kept; bypass: queried, memory not trusted).",
     },
+    Family {
+        name: "corral_token_cache_total",
+        kind: MetricKind::Counter,
+        help: "Blacklist checks of refresh and sliding tokens, by result (hit: from memory; miss: queried, then kept; bypass: queried, memory not trusted).",
+    },
 ];
 
 /// A worker's boot of the JWT app.
@@ -130,7 +135,8 @@ struct State {
     tokens: Tokens,
     auth: AuthConfig,
     hasher: password::Pool,
-    users: UserCheck,
+    /// The user and blacklist checks, from memory where that is safe.
+    memory: Memory,
     /// The floor of a failed login's response time.
     login_timing: timing::LoginTiming,
     /// `Bearer realm="api"`, with the first configured scheme.
@@ -153,7 +159,7 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
     let auth = AuthConfig::of(c)?;
     let tokens = Tokens::new(&auth)?;
     let db = Db::open_lazy(&c.database)?;
-    let users = UserCheck::new(&c.database, &db)?;
+    let memory = Memory::new(&c.database, &db)?;
     let hasher = password::Pool::new(auth.password_hash_threads as usize)?;
     let www_authenticate = HeaderValue::from_str(&format!(
         "{} realm=\"api\"",
@@ -165,7 +171,7 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
         db,
         tokens,
         hasher,
-        users,
+        memory,
         login_timing: timing::LoginTiming::new(),
         www_authenticate,
         throttle: throttle::Limits::of(&auth)?,

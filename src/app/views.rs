@@ -169,7 +169,7 @@ async fn decode_listed(
     let verified = auth::verify(&claims, Some(kind));
     if verified.is_err() || always {
         if let Some(jti) = claims.jti.as_ref().and_then(|v| v.as_str()) {
-            if tokens::is_blacklisted(&s.db, jti).await? {
+            if s.memory.blacklisted(&s.db, jti).await? {
                 return Ok(Err(TokenError::Blacklisted));
             }
         }
@@ -183,7 +183,7 @@ async fn may_refresh(s: &State, claims: &Claims, user_id: Option<i64>) -> Result
     let Some(id) = user_id else {
         return Ok(());
     };
-    match s.users.standing(&s.db, id).await? {
+    match s.memory.standing(&s.db, id).await? {
         Some(u) if u.revoked(claims.iat()) => Err(ApiError::TokenNotValid(TokenError::Blacklisted)),
         Some(u) if u.active || !s.auth.check_user_is_active => Ok(()),
         _ => Err(ApiError::NoActiveAccountForToken),
@@ -329,7 +329,7 @@ pub(super) async fn verify(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
         .tokens
         .decode(&token, storage::now_secs())
         .map_err(ApiError::TokenNotValid)?;
-    if s.auth.blacklist_after_rotation && tokens::is_blacklisted(&s.db, claims.jti()).await? {
+    if s.auth.blacklist_after_rotation && s.memory.blacklisted(&s.db, claims.jti()).await? {
         return Err(ApiError::VerifyBlacklisted);
     }
     Ok(Reply::ok(json!({})))
@@ -408,7 +408,7 @@ async fn authenticate_checked(
         Ok(None) => return Err(ApiError::UserNotFound),
         Ok(Some(id)) => id,
     };
-    match s.users.standing(&s.db, id).await? {
+    match s.memory.standing(&s.db, id).await? {
         None => Err(ApiError::UserNotFound),
         Some(u) if !u.active && s.auth.check_user_is_active => Err(ApiError::UserInactive),
         Some(u) if u.revoked(claims.iat()) => Err(ApiError::NotValidForAnyType(vec![(
@@ -431,7 +431,7 @@ async fn token_of_a_class(s: &State, token: &str) -> Result<(Claims, Kind), ApiE
     let mut refusals = Vec::new();
     for &kind in &s.token_classes {
         let blacklisted = match claims.jti.as_ref().and_then(|v| v.as_str()) {
-            Some(jti) if kind.blacklistable() => tokens::is_blacklisted(&s.db, jti).await?,
+            Some(jti) if kind.blacklistable() => s.memory.blacklisted(&s.db, jti).await?,
             _ => false,
         };
         let checked = if blacklisted {

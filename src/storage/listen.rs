@@ -1,7 +1,7 @@
 //! [`Feed`]: a PostgreSQL `LISTEN` that proves it is up to date, so a process may serve
 //! answers from memory for exactly as long as its notifications can be trusted.
 //!
-//! One dedicated connection per process LISTENs on the application's channel and on a
+//! One dedicated connection per process LISTENs on the application's channels and on a
 //! private probe channel, and every [`PROBE_EVERY`] sends, on that same connection, a
 //! `NOTIFY` on its probe channel carrying the time it was sent. PostgreSQL queues every
 //! session's notifications in one queue, in commit order, and a listener reads it in
@@ -33,14 +33,14 @@ pub const SILENT_FOR: Duration = Duration::from_secs(3);
 
 /// What the subscriber hears.
 pub enum Event<'a> {
-    /// A notification on the application's channel, with its payload.
-    Notified(&'a str),
+    /// A notification on one of the application's channels.
+    Notified { channel: &'a str, payload: &'a str },
     /// The listening connection is gone, or is being replaced: forget everything learnt
     /// from the feed (notifications may have been missed).
     Lost,
 }
 
-/// Whether notifications on one channel can be trusted right now.
+/// Whether notifications on the application's channels can be trusted right now.
 #[derive(Debug)]
 pub struct Feed {
     /// `CLOCK_MONOTONIC` ms until which the feed is fresh; 0 while not listening.
@@ -55,12 +55,12 @@ impl Feed {
     }
 }
 
-/// Starts listening on `channel` for this process (spawns a task on the current tokio
+/// Starts listening on `channels` for this process (spawns a task on the current tokio
 /// runtime) and calls `on_event` for each notification, and with [`Event::Lost`] before
 /// every (re)connection.
 pub fn listen(
     cfg: &Settings,
-    channel: &'static str,
+    channels: &'static [&'static str],
     on_event: impl Fn(Event<'_>) + Send + Sync + 'static,
 ) -> Result<Arc<Feed>, StorageError> {
     let options = pg_options(cfg, cfg.listen_url(), "corral listener")?;
@@ -79,7 +79,7 @@ pub fn listen(
         fresh_until: AtomicU64::new(0),
     });
     let listen = Listen {
-        channel,
+        channels,
         probe: format!("corral_probe_{}", uuid::Uuid::new_v4().simple()),
         warned_silent: AtomicBool::new(false),
         check_proxy: cfg.listen_url.is_none().then(|| cfg.url.clone()),
@@ -90,7 +90,7 @@ pub fn listen(
 
 /// What the listening task knows.
 struct Listen {
-    channel: &'static str,
+    channels: &'static [&'static str],
     /// The private probe channel.
     probe: String,
     warned_silent: AtomicBool,
@@ -112,7 +112,7 @@ async fn receive(
     l: Listen,
     on_event: impl Fn(Event<'_>),
 ) {
-    let channel = l.channel;
+    let channel = l.channels.join(", ");
     let mut retry = Duration::from_millis(100);
     // Why the last connection ended, until a new one listens; said once per outage.
     let mut lost: Option<String> = None;
@@ -212,7 +212,10 @@ async fn serve(
                     .fetch_max(sent + TRUST_FOR.as_millis() as u64, Ordering::AcqRel);
             }
         } else {
-            on_event(Event::Notified(n.payload()));
+            on_event(Event::Notified {
+                channel: n.channel(),
+                payload: n.payload(),
+            });
         }
     }
 }
@@ -237,6 +240,7 @@ async fn connect(pool: &sqlx::PgPool, l: &Listen) -> Result<Option<PgListener>, 
     // Reconnection is this module's, so that it can flush first.
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
-    listener.listen_all([l.channel, l.probe.as_str()]).await?;
+    let channels = l.channels.iter().copied().chain([l.probe.as_str()]);
+    listener.listen_all(channels).await?;
     Ok(Some(listener))
 }

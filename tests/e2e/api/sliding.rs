@@ -52,7 +52,9 @@ fn refused_by(classes: &[(&str, &str, &str)]) -> Value {
 #[test]
 fn a_sliding_token_authenticates_refreshes_and_can_be_blacklisted() {
     for db in TestDb::each("a_sliding_token_authenticates_refreshes_and_can_be_blacklisted") {
-        let a = Api::start(db, &[], &[BOTH]);
+        // Two workers: what one blacklists, the other (which remembered the token as
+        // good) refuses at once.
+        let a = Api::start(db, &["-w", "2"], &[BOTH]);
         let t1 = a.sliding_login();
         assert_eq!(
             keys(&t1),

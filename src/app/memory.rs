@@ -1,0 +1,236 @@
+//! [`Memory`]: what a worker remembers of the database for every authenticated request,
+//! simplejwt's `get_user` check (the user's standing) and the blacklist check of sliding
+//! tokens, served from memory where that is provably as fresh as asking the database.
+
+use super::{tokens, users};
+use crate::storage::listen::{self, Event, Feed};
+use crate::storage::{Db, Settings, StorageError};
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+/// The channels that migrations 0002_user_notify and 0005_token_notify notify: a user's
+/// id, a blacklisted token's jti, or `*` for a change that may touch any of them.
+const USERS: &str = "corral_user";
+const TOKENS: &str = "corral_token";
+
+/// simplejwt asks the database on every request: does the token's user exist, is it
+/// active (and, here, has it not logged out everywhere since), and, for a sliding
+/// token, is it blacklisted? We remember answers, and forget them as soon as the
+/// database may have changed them:
+///
+/// - **SQLite:** an inotify watch on the database files, registered with the worker's
+///   reactor, empties the memory after any write by any process on the host. Its
+///   readiness is read from the reactor's last poll, which is no older than the poll that
+///   delivered the request (the reactor polls whenever the worker runs out of work, and
+///   at least every 61 task polls under load), so a change that committed before a
+///   request arrived is seen, as with simplejwt, without a system call per request.
+/// - **PostgreSQL:** triggers NOTIFY on every change to a user row and to the blacklist,
+///   and each worker LISTENs ([`listen`]); a notification drops that user's or token's
+///   answer. Answers are served from memory only while the feed is fresh (its own probe,
+///   sent less than a second ago, came back, so every earlier commit's notification has
+///   been handled), and the memory is emptied whenever the LISTEN connection is lost.
+///   Otherwise every request queries.
+///
+/// In both, an answer read while a change arrived is not kept: the memory carries an
+/// epoch that every change advances, and a query's answer is stored only if the epoch
+/// it started under is still current.
+pub(super) struct Memory {
+    source: Source,
+    cache: Arc<Mutex<Cache>>,
+}
+
+enum Source {
+    /// Ask the database every time (SQLite in memory, or a watch that failed).
+    Database,
+    Sqlite(tokio::io::unix::AsyncFd<crate::sys::watch::Watcher>),
+    Postgres(Arc<Feed>),
+}
+
+#[derive(Default)]
+struct Cache {
+    epoch: u64,
+    users: HashMap<i64, Option<users::Standing>>,
+    /// Whether a jti is blacklisted (itself, or its family revoked).
+    blacklisted: HashMap<String, bool>,
+}
+
+/// What a change may have touched.
+enum Changed<'a> {
+    User(i64),
+    Token(&'a str),
+    Everything,
+}
+
+impl Cache {
+    fn forget(&mut self, what: Changed<'_>) {
+        self.epoch += 1;
+        match what {
+            Changed::User(id) => drop(self.users.remove(&id)),
+            Changed::Token(jti) => drop(self.blacklisted.remove(jti)),
+            Changed::Everything => {
+                self.users.clear();
+                self.blacklisted.clear();
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.blacklisted.is_empty()
+    }
+}
+
+/// Entries each map keeps at most; a full map starts again empty.
+const MAX_ENTRIES: usize = 100_000;
+
+impl Memory {
+    /// Must run inside the worker's runtime (PostgreSQL spawns the listener there).
+    pub(super) fn new(cfg: &Settings, db: &Db) -> Result<Memory, StorageError> {
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let source = if db.postgres().is_some() {
+            let c = cache.clone();
+            Source::Postgres(listen::listen(cfg, &[USERS, TOKENS], move |event| {
+                let mut cache = c.lock().expect("not poisoned");
+                cache.forget(match event {
+                    // `*` (a truncate, a revoked family) or an id that does not parse.
+                    Event::Notified { payload: "*", .. } | Event::Lost => Changed::Everything,
+                    Event::Notified {
+                        channel: TOKENS,
+                        payload,
+                    } => Changed::Token(payload),
+                    Event::Notified { payload, .. } => {
+                        payload.parse().map_or(Changed::Everything, Changed::User)
+                    }
+                });
+            })?)
+        } else {
+            cfg.url
+                .sqlite_path()
+                .and_then(|path| {
+                    let mut w = crate::sys::watch::Watcher::new().ok()?;
+                    match w.add(path).and_then(|()| w.register()) {
+                        Ok(w) => Some(Source::Sqlite(w)),
+                        Err(e) => {
+                            tracing::warn!(
+                                "cannot watch {} ({e}); checking users and tokens in the database on every request",
+                                path.display()
+                            );
+                            None
+                        }
+                    }
+                })
+                .unwrap_or(Source::Database)
+        };
+        Ok(Memory { source, cache })
+    }
+
+    /// Whether the memory may answer now; forgets everything when it may not.
+    fn trusted(&self, cache: &mut Cache) -> bool {
+        match &self.source {
+            Source::Database => false,
+            Source::Sqlite(watch) => {
+                if db_written(watch) {
+                    cache.forget(Changed::Everything);
+                }
+                true
+            }
+            Source::Postgres(feed) => {
+                let fresh = feed.fresh();
+                if !fresh && !cache.is_empty() {
+                    cache.forget(Changed::Everything);
+                }
+                fresh
+            }
+        }
+    }
+
+    /// The user's standing (`None`: no such user).
+    pub(super) async fn standing(
+        &self,
+        db: &Db,
+        id: i64,
+    ) -> Result<Option<users::Standing>, StorageError> {
+        // The query's future is boxed: it is large, and rarely needed on the hot path.
+        self.remembered(
+            |c| &mut c.users,
+            id,
+            "corral_user_cache_total",
+            || Box::pin(users::standing(db, id)),
+        )
+        .await
+    }
+
+    /// Whether a refresh or sliding token is revoked: blacklisted itself, or of a revoked
+    /// family.
+    pub(super) async fn blacklisted(&self, db: &Db, jti: &str) -> Result<bool, StorageError> {
+        self.remembered(
+            |c| &mut c.blacklisted,
+            jti.to_string(),
+            "corral_token_cache_total",
+            || Box::pin(tokens::is_blacklisted(db, jti)),
+        )
+        .await
+    }
+
+    /// An answer from `map`, or `query`'s, kept when no change came meanwhile; counted in
+    /// the `metric` by result (`hit`, `miss`: queried and kept, `bypass`: queried, the
+    /// memory not trusted).
+    async fn remembered<K, V, F>(
+        &self,
+        map: fn(&mut Cache) -> &mut HashMap<K, V>,
+        key: K,
+        metric: &'static str,
+        query: impl FnOnce() -> F,
+    ) -> Result<V, StorageError>
+    where
+        K: Hash + Eq,
+        V: Copy,
+        F: Future<Output = Result<V, StorageError>>,
+    {
+        let epoch = {
+            let mut cache = self.cache.lock().expect("not poisoned");
+            if !self.trusted(&mut cache) {
+                None
+            } else if let Some(v) = map(&mut cache).get(&key) {
+                crate::metrics::inc(metric, &[("result", "hit")]);
+                return Ok(*v);
+            } else {
+                Some(cache.epoch)
+            }
+        };
+        let result = if epoch.is_some() { "miss" } else { "bypass" };
+        crate::metrics::inc(metric, &[("result", result)]);
+        let v = query().await?;
+        let Some(epoch) = epoch else {
+            return Ok(v);
+        };
+        let mut cache = self.cache.lock().expect("not poisoned");
+        // A change during the query may have changed the answer: do not keep it.
+        if self.trusted(&mut cache) && cache.epoch == epoch {
+            let m = map(&mut cache);
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(key, v);
+        }
+        Ok(v)
+    }
+}
+
+/// Whether the watched database files were written since the last call: the reactor's
+/// cached readiness first (no system call), then a drain of the events when it is set.
+fn db_written(watch: &tokio::io::unix::AsyncFd<crate::sys::watch::Watcher>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match watch.poll_read_ready(&mut cx) {
+        std::task::Poll::Pending => false,
+        std::task::Poll::Ready(Ok(mut ready)) => {
+            // Drains to EAGAIN; an event after the drain carries a newer reactor tick,
+            // which `clear_ready` leaves set.
+            let changed = ready.get_inner().changed();
+            ready.clear_ready();
+            changed
+        }
+        std::task::Poll::Ready(Err(_)) => true,
+    }
+}

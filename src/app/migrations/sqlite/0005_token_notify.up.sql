@@ -1,0 +1,3 @@
+-- PostgreSQL notifies workers of blacklist changes (0005_token_notify there). SQLite has
+-- no NOTIFY: its workers watch the database file with inotify instead, so there is
+-- nothing to do here. The version exists so both dialects keep the same history.
