@@ -321,8 +321,13 @@ fn push_escaped(out: &mut String, s: &str) {
 
 /// `1 worker`, `3 workers`: a count and its noun, for log lines.
 pub(crate) fn count(n: impl Into<u64>, noun: &str) -> String {
+    count_as(n, noun, &format!("{noun}s"))
+}
+
+/// [`count`] for a noun whose plural is not `-s`.
+pub(crate) fn count_as(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Civil date from a Unix time (UTC), Howard Hinnant's algorithm.

@@ -72,7 +72,7 @@ fn run_token(config: &Config, m: &ArgMatches) -> u8 {
         Ok(format!(
             "Removed {} and {} in {} ms\n",
             crate::logging::count(f.tokens, "expired refresh token"),
-            crate::logging::count(f.families, "revoked family"),
+            crate::logging::count_as(f.families, "revoked family", "revoked families"),
             started.elapsed().as_millis()
         ))
     };

@@ -51,20 +51,29 @@ enum Source {
 #[derive(Default)]
 struct Cache {
     epoch: u64,
-    users: HashMap<i64, Option<users::Standing>>,
+    /// Each answer with the `CLOCK_MONOTONIC` ms it was read at.
+    users: HashMap<i64, (Option<users::Standing>, u64)>,
     /// Whether a jti is blacklisted (itself, or its family revoked).
-    blacklisted: HashMap<String, bool>,
+    blacklisted: HashMap<String, (bool, u64)>,
 }
 
+/// The oldest answer served from memory. The proofs above make a stale answer
+/// impossible but for one window: SQLite's WAL makes a commit visible through its shared
+/// memory index a moment after the write that woke the watch, and a query in between
+/// reads the old state with nothing left to announce the new one. Re-reading every
+/// answer at least this often bounds that, as `listen::TRUST_FOR` bounds a silent
+/// PostgreSQL feed; it costs one query per user or token per second per worker.
+const MAX_AGE_MS: u64 = 1_000;
+
 /// What a change may have touched.
-enum Changed<'a> {
+pub(super) enum Changed<'a> {
     User(i64),
     Token(&'a str),
     Everything,
 }
 
 impl Cache {
-    fn forget(&mut self, what: Changed<'_>) {
+    fn forget_(&mut self, what: Changed<'_>) {
         self.epoch += 1;
         match what {
             Changed::User(id) => drop(self.users.remove(&id)),
@@ -92,7 +101,7 @@ impl Memory {
             let c = cache.clone();
             Source::Postgres(listen::listen(cfg, &[USERS, TOKENS], move |event| {
                 let mut cache = c.lock().expect("not poisoned");
-                cache.forget(match event {
+                cache.forget_(match event {
                     // `*` (a truncate, a revoked family) or an id that does not parse.
                     Event::Notified { payload: "*", .. } | Event::Lost => Changed::Everything,
                     Event::Notified {
@@ -125,20 +134,27 @@ impl Memory {
         Ok(Memory { source, cache })
     }
 
+    /// Forgets what this worker itself just changed (a blacklisting, a logout
+    /// everywhere), so its next request reads its own write at once, before the
+    /// database's notification comes back.
+    pub(super) fn forget(&self, what: Changed<'_>) {
+        self.cache.lock().expect("not poisoned").forget_(what);
+    }
+
     /// Whether the memory may answer now; forgets everything when it may not.
     fn trusted(&self, cache: &mut Cache) -> bool {
         match &self.source {
             Source::Database => false,
             Source::Sqlite(watch) => {
                 if db_written(watch) {
-                    cache.forget(Changed::Everything);
+                    cache.forget_(Changed::Everything);
                 }
                 true
             }
             Source::Postgres(feed) => {
                 let fresh = feed.fresh();
                 if !fresh && !cache.is_empty() {
-                    cache.forget(Changed::Everything);
+                    cache.forget_(Changed::Everything);
                 }
                 fresh
             }
@@ -161,8 +177,9 @@ impl Memory {
         .await
     }
 
-    /// Whether a refresh or sliding token is revoked: blacklisted itself, or of a revoked
-    /// family.
+    /// Whether a sliding token on a protected view is revoked: blacklisted itself, or of
+    /// a revoked family. The token views read the database instead, as simplejwt does:
+    /// a refresh must never race a blacklisting on another host.
     pub(super) async fn blacklisted(&self, db: &Db, jti: &str) -> Result<bool, StorageError> {
         self.remembered(
             |c| &mut c.blacklisted,
@@ -178,7 +195,7 @@ impl Memory {
     /// memory not trusted).
     async fn remembered<K, V, F>(
         &self,
-        map: fn(&mut Cache) -> &mut HashMap<K, V>,
+        map: fn(&mut Cache) -> &mut HashMap<K, (V, u64)>,
         key: K,
         metric: &'static str,
         query: impl FnOnce() -> F,
@@ -192,7 +209,10 @@ impl Memory {
             let mut cache = self.cache.lock().expect("not poisoned");
             if !self.trusted(&mut cache) {
                 None
-            } else if let Some(v) = map(&mut cache).get(&key) {
+            } else if let Some((v, _)) = map(&mut cache)
+                .get(&key)
+                .filter(|(_, at)| crate::sys::monotonic_ms() < at + MAX_AGE_MS)
+            {
                 crate::metrics::inc(metric, &[("result", "hit")]);
                 return Ok(*v);
             } else {
@@ -201,6 +221,7 @@ impl Memory {
         };
         let result = if epoch.is_some() { "miss" } else { "bypass" };
         crate::metrics::inc(metric, &[("result", result)]);
+        let read_at = crate::sys::monotonic_ms();
         let v = query().await?;
         let Some(epoch) = epoch else {
             return Ok(v);
@@ -212,7 +233,7 @@ impl Memory {
             if m.len() >= MAX_ENTRIES {
                 m.clear();
             }
-            m.insert(key, v);
+            m.insert(key, (v, read_at));
         }
         Ok(v)
     }

@@ -25,8 +25,10 @@ pub(super) async fn outstand(
     Ok(())
 }
 
-/// Keeps a sliding token's row at least until `expires_at` (each refresh moves the
-/// token's `exp` on), creating it if the token was minted elsewhere.
+/// Keeps a token's row at least until `expires_at`, creating it if the token was minted
+/// elsewhere: a blacklisted token's row (and so its blacklisting) must outlive the token,
+/// and a sliding token refreshed under a longer `auth.sliding_token_lifetime_secs` than
+/// it was issued under lives longer than its row said.
 pub(super) async fn outlive(
     db: &Db,
     jti: &str,
@@ -50,14 +52,15 @@ pub(super) async fn is_blacklisted(db: &Db, jti: &str) -> Result<bool, StorageEr
     Ok(n > 0)
 }
 
-/// Blacklists a token (creating its outstanding row if it was minted elsewhere).
+/// Blacklists a token that lives until `expires_at` (creating its outstanding row if it
+/// was minted elsewhere).
 pub(super) async fn blacklist(
     db: &Db,
     jti: &str,
     user_id: Option<i64>,
     expires_at: i64,
 ) -> Result<(), StorageError> {
-    outstand(db, jti, jti, user_id, expires_at).await?;
+    outlive(db, jti, user_id, expires_at).await?;
     const SQL: &str = "INSERT INTO corral_blacklisted_token (token_id, blacklisted_at)
         SELECT id, $2 FROM corral_outstanding_token WHERE jti = $1 ON CONFLICT (token_id) DO NOTHING";
     on_db!(db, p => db.query(SQL).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;

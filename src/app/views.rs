@@ -5,6 +5,7 @@
 use super::auth::{self, password, Claims, Header, Kind, TokenError};
 use super::body;
 use super::errors::ApiError;
+use super::memory::Changed;
 use super::reply::Reply;
 use super::{tokens, users, State};
 use crate::http::RequestBody;
@@ -169,7 +170,7 @@ async fn decode_listed(
     let verified = auth::verify(&claims, Some(kind));
     if verified.is_err() || always {
         if let Some(jti) = claims.jti.as_ref().and_then(|v| v.as_str()) {
-            if s.memory.blacklisted(&s.db, jti).await? {
+            if tokens::is_blacklisted(&s.db, jti).await? {
                 return Ok(Err(TokenError::Blacklisted));
             }
         }
@@ -222,8 +223,9 @@ async fn refresh_sliding_checked(s: Arc<State>, req: Request<RequestBody>) -> Vi
         .map_err(ApiError::TokenNotValid)?;
     let user_id = s.tokens.user_id(&claims).ok().flatten();
     may_refresh(&s, &claims, user_id).await?;
+    // No write: the token's row, made at login, outlives any `exp` a refresh can give
+    // (see `Tokens::sliding_outlives`); blacklisting moves it on if need be.
     let slid = s.tokens.slide(&claims, now)?;
-    tokens::outlive(&s.db, &slid.jti, user_id, slid.exp).await?;
     Ok(Reply::ok(json!({ "token": slid.token })))
 }
 
@@ -329,7 +331,7 @@ pub(super) async fn verify(s: Arc<State>, req: Request<RequestBody>) -> ViewResu
         .tokens
         .decode(&token, storage::now_secs())
         .map_err(ApiError::TokenNotValid)?;
-    if s.auth.blacklist_after_rotation && s.memory.blacklisted(&s.db, claims.jti()).await? {
+    if s.auth.blacklist_after_rotation && tokens::is_blacklisted(&s.db, claims.jti()).await? {
         return Err(ApiError::VerifyBlacklisted);
     }
     Ok(Reply::ok(json!({})))
@@ -347,7 +349,14 @@ async fn revoke(s: &State, token: &str, kind: Kind) -> ViewResult {
         .await?
         .map_err(ApiError::TokenNotValid)?;
     let user_id = s.tokens.user_id(&claims).ok().flatten();
-    tokens::blacklist(&s.db, claims.jti(), user_id, claims.exp()).await?;
+    // A sliding token's row must outlive every copy of it: one refreshed earlier than
+    // the copy presented lives longer, at most one lifetime past its `refresh_exp`.
+    let lives_until = match (kind, claims.refresh_exp.as_ref().and_then(|v| v.as_i64())) {
+        (Kind::Sliding, Some(r)) => claims.exp().max(s.tokens.sliding_outlives(r)),
+        _ => claims.exp(),
+    };
+    tokens::blacklist(&s.db, claims.jti(), user_id, lives_until).await?;
+    s.memory.forget(Changed::Token(claims.jti()));
     metrics::inc(
         "corral_auth_blacklisted_tokens_total",
         &[("via", "blacklist")],
@@ -452,8 +461,11 @@ async fn token_of_a_class(s: &State, token: &str) -> Result<(Claims, Kind), ApiE
 /// until now (this one included) is refused from now on. The user is always looked up,
 /// whatever `auth.authentication_class` says.
 pub(super) async fn logout_all(s: Arc<State>, req: Request<RequestBody>) -> ViewResult {
-    let id = authenticate(&s, &req, Authentication::User).await?;
-    users::logout_all(&s.db, id.ok_or(ApiError::UserNotFound)?).await?;
+    let id = authenticate(&s, &req, Authentication::User)
+        .await?
+        .ok_or(ApiError::UserNotFound)?;
+    users::logout_all(&s.db, id).await?;
+    s.memory.forget(Changed::Everything);
     Ok(Reply::ok(json!({})))
 }
 
