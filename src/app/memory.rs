@@ -57,13 +57,14 @@ struct Cache {
     blacklisted: HashMap<String, (bool, u64)>,
 }
 
-/// The oldest answer served from memory. The proofs above make a stale answer
-/// impossible but for one window: SQLite's WAL makes a commit visible through its shared
-/// memory index a moment after the write that woke the watch, and a query in between
-/// reads the old state with nothing left to announce the new one. Re-reading every
-/// answer at least this often bounds that, as `listen::TRUST_FOR` bounds a silent
-/// PostgreSQL feed; it costs one query per user or token per second per worker.
-const MAX_AGE_MS: u64 = 1_000;
+/// The oldest answer served from memory on SQLite. The watch leaves one window: SQLite's
+/// WAL makes a commit visible through its shared-memory index a moment after the write
+/// that woke the watch, and a query in between reads the old state with nothing left to
+/// announce the new one. Re-reading every answer at least this often bounds that, as
+/// `listen::TRUST_FOR` bounds a silent PostgreSQL feed; it costs one query per user or
+/// token per second per worker. (PostgreSQL's probe leaves no such window, and answers
+/// kept there outlast a locked table.)
+const SQLITE_MAX_AGE_MS: u64 = 1_000;
 
 /// What a change may have touched.
 pub(super) enum Changed<'a> {
@@ -141,6 +142,13 @@ impl Memory {
         self.cache.lock().expect("not poisoned").forget_(what);
     }
 
+    /// Stops listening (PostgreSQL), closing the listening connection cleanly.
+    pub(super) async fn close(&self) {
+        if let Source::Postgres(feed) = &self.source {
+            feed.close().await;
+        }
+    }
+
     /// Whether the memory may answer now; forgets everything when it may not.
     fn trusted(&self, cache: &mut Cache) -> bool {
         match &self.source {
@@ -209,10 +217,10 @@ impl Memory {
             let mut cache = self.cache.lock().expect("not poisoned");
             if !self.trusted(&mut cache) {
                 None
-            } else if let Some((v, _)) = map(&mut cache)
-                .get(&key)
-                .filter(|(_, at)| crate::sys::monotonic_ms() < at + MAX_AGE_MS)
-            {
+            } else if let Some((v, _)) = map(&mut cache).get(&key).filter(|(_, at)| {
+                !matches!(self.source, Source::Sqlite(_))
+                    || crate::sys::monotonic_ms() < at + SQLITE_MAX_AGE_MS
+            }) {
                 crate::metrics::inc(metric, &[("result", "hit")]);
                 return Ok(*v);
             } else {

@@ -167,7 +167,7 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
             .first()
             .map_or("Bearer", String::as_str)
     ))?;
-    Ok(Service(Arc::new(State {
+    let state = Arc::new(State {
         db,
         tokens,
         hasher,
@@ -178,7 +178,15 @@ async fn boot(ctx: Context) -> Result<Service, BootError> {
         token_classes: auth.token_classes(),
         stateless: auth.stateless(),
         auth,
-    })))
+    });
+    // Close the connections when the worker exits, so PostgreSQL logs a clean end of
+    // each rather than "could not receive data from client: Connection reset by peer".
+    let closing = state.clone();
+    crate::worker::at_exit(async move {
+        closing.memory.close().await;
+        closing.db.close().await;
+    });
+    Ok(Service(state))
 }
 
 impl hyper::service::Service<Request<RequestBody>> for Service {

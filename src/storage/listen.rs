@@ -45,6 +45,10 @@ pub enum Event<'a> {
 pub struct Feed {
     /// `CLOCK_MONOTONIC` ms until which the feed is fresh; 0 while not listening.
     fresh_until: AtomicU64,
+    /// Set by [`Feed::close`]; the listening task ends when it changes.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Notified when the listening task has ended.
+    ended: tokio::sync::Notify,
 }
 
 impl Feed {
@@ -52,6 +56,15 @@ impl Feed {
     /// practice, within milliseconds of now) has been delivered.
     pub fn fresh(&self) -> bool {
         monotonic_ms() < self.fresh_until.load(Ordering::Acquire)
+    }
+
+    /// Stops listening and closes the listening connection cleanly (the server sees a
+    /// Terminate, not a reset), once the task has let go of it.
+    pub async fn close(&self) {
+        self.fresh_until.store(0, Ordering::Release);
+        if self.stop.send(true).is_ok() {
+            self.ended.notified().await;
+        }
     }
 }
 
@@ -75,8 +88,11 @@ pub fn listen(
             .idle_timeout(None)
             .connect_lazy_with(options.clone())
     };
+    let (stop, _) = tokio::sync::watch::channel(false);
     let feed = Arc::new(Feed {
         fresh_until: AtomicU64::new(0),
+        stop,
+        ended: tokio::sync::Notify::new(),
     });
     let listen = Listen {
         channels,
@@ -104,6 +120,8 @@ enum End {
     Lost(String),
     /// Probes were sent but none came back.
     Swallowed,
+    /// [`Feed::close`].
+    Stopped,
 }
 
 async fn receive(
@@ -113,6 +131,7 @@ async fn receive(
     on_event: impl Fn(Event<'_>),
 ) {
     let channel = l.channels.join(", ");
+    let mut stop = feed.stop.subscribe();
     let mut retry = Duration::from_millis(100);
     // Why the last connection ended, until a new one listens; said once per outage.
     let mut lost: Option<String> = None;
@@ -121,7 +140,11 @@ async fn receive(
         // Trust ends before anything is forgotten, so no answer is cached in between.
         feed.fresh_until.store(0, Ordering::Release);
         on_event(Event::Lost);
-        let listener = match connect(&pools(), &l).await {
+        if *stop.borrow() {
+            break;
+        }
+        let pool = pools();
+        let listener = match connect(&pool, &l).await {
             Ok(Some(listener)) => listener,
             Ok(None) => {
                 // A transaction-mode pooler would pass our LISTEN's notifications to
@@ -132,7 +155,7 @@ async fn receive(
                      not listening for {channel} notifications, checking in the database on every request; \
                      set database.listen_url to a direct connection (or to the same URL, for a proxy that keeps sessions)"
                 );
-                return;
+                break;
             }
             Err(e) => {
                 if !failing && lost.is_none() {
@@ -149,7 +172,15 @@ async fn receive(
             info!("listening for {channel} notifications again");
         }
         (failing, lost) = (false, None);
-        match serve(listener, &feed, &l, &on_event).await {
+        let end = serve(listener, &feed, &l, &on_event, &mut stop).await;
+        match end {
+            End::Stopped => {
+                // The listener is dropped: its connection is back in its pool of one,
+                // which closes it with a Terminate.
+                feed.fresh_until.store(0, Ordering::Release);
+                pool.close().await;
+                break;
+            }
             End::Lost(why) => {
                 warn!(reason = %why, "lost the LISTEN connection for {channel} notifications ({why}); checking in the database on every request until it is back");
                 lost = Some(why);
@@ -164,6 +195,7 @@ async fn receive(
             }
         }
     }
+    feed.ended.notify_one();
 }
 
 /// Hands notifications over and sends probes, until the connection fails or goes silent.
@@ -172,6 +204,7 @@ async fn serve(
     feed: &Feed,
     l: &Listen,
     on_event: &impl Fn(Event<'_>),
+    stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> End {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,6 +212,7 @@ async fn serve(
     let mut sent_any = false;
     loop {
         let n = tokio::select! {
+            _ = stop.changed() => return End::Stopped,
             r = listener.try_recv() => match r {
                 Ok(Some(n)) => n,
                 Ok(None) => return End::Lost("the connection closed".into()),

@@ -37,6 +37,19 @@ pub struct Context {
 
 static BOARD: std::sync::OnceLock<Arc<Scoreboard>> = std::sync::OnceLock::new();
 
+/// Work a worker does after its last request, before it exits.
+type Goodbye = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+static AT_EXIT: std::sync::Mutex<Vec<Goodbye>> = std::sync::Mutex::new(Vec::new());
+/// How long a worker's goodbyes may take, all together.
+const AT_EXIT_FOR: Duration = Duration::from_secs(1);
+
+/// Runs `f` once this worker has served its last request (after a drain, or a quick
+/// stop's abandonment), before it exits, within a second for all of them: where an
+/// application closes its database connections.
+pub fn at_exit(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    AT_EXIT.lock().expect("not poisoned").push(Box::pin(f));
+}
+
 /// Whether the server is shutting down (`--shutdown-delay`): a readiness check should
 /// fail, so load balancers stop sending, while requests are still served.
 pub fn shutting_down() -> bool {
@@ -200,6 +213,15 @@ where
         shared.accepting();
         shared.wake_master();
         http::serve(listeners, service, shared, stop_rx).await;
+        // The application's goodbyes (closing database connections, so the server logs
+        // a clean end, not a reset), bounded: the master's kill is not far behind.
+        let goodbyes = std::mem::take(&mut *AT_EXIT.lock().expect("not poisoned"));
+        let all = async {
+            for g in goodbyes {
+                g.await;
+            }
+        };
+        let _ = tokio::time::timeout(AT_EXIT_FOR, all).await;
         exit::OK
     });
     // Requests still in flight when QUIT arrived are abandoned here, on purpose.

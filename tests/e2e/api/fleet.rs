@@ -233,6 +233,43 @@ fn answered_at_once(addr: &str, auth: &str) -> usize {
         .count()
 }
 
+/// Workers close their connections when they exit (a reload, a stop): PostgreSQL logs
+/// no "Connection reset by peer" for any of them, pool or listener.
+#[test]
+fn workers_close_their_database_connections_when_they_exit() {
+    let Some(cluster) = Cluster::start("workers_close_their_database_connections_when_they_exit")
+    else {
+        return;
+    };
+    let a = Api::start(cluster.db(), &["-w", "2"], &[]);
+    let (access, _) = a.login();
+    let auth = bearer(&access);
+    let connected = || {
+        a.db.scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name LIKE 'corral%'")
+    };
+    accepted_everywhere(&a.c, &auth);
+    eventually(T, "both workers' listeners and pools to connect", || {
+        (connected() >= 4).then_some(())
+    });
+    a.c.signal("HUP");
+    a.c.expect_log("Generation 2 ready", T);
+    accepted_everywhere(&a.c, &auth);
+    let mut c = a.c;
+    c.signal("TERM");
+    assert_eq!(c.wait_exit(T).and_then(|s| s.code()), Some(0));
+    eventually(T, "every connection of corral's to end", || {
+        (a.db
+            .scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name LIKE 'corral%'")
+            == 0)
+            .then_some(())
+    });
+    let log = cluster.log();
+    assert!(
+        !log.contains("Connection reset by peer") && !log.contains("unexpected EOF"),
+        "{log}"
+    );
+}
+
 fn hello_on_addr(addr: &str, auth: &str) -> Response {
     http(addr, "GET", "/hello/", &[("Authorization", auth)], b"")
 }

@@ -180,6 +180,11 @@ impl Cluster {
         }
     }
 
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
     /// Stops the server (fast: connections are closed at once).
     pub fn stop(&self) {
         self.pg_ctl(&["stop", "-m", "fast"]);
