@@ -123,7 +123,7 @@ async fn budget_at_boot(c: &Config) -> u8 {
             b.need_text(),
             b.free(),
             b.allowed(),
-            b.in_use
+            b.held()
         );
     } else {
         info!(

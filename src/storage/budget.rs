@@ -18,11 +18,20 @@ pub struct Budget {
     pub reserved: i64,
     /// The tightest of the role's and the database's `CONNECTION LIMIT`, when set.
     pub limit: Option<(i64, &'static str)>,
-    /// Client connections open now, other than the one asking.
-    pub in_use: i64,
+    /// Client connections open now, other than the one asking: to the whole server,
+    /// and (for the `CONNECTION LIMIT`s) of this role and to this database.
+    pub in_use: InUse,
     /// The server listens on another port than the URL names: a pooler such as PgBouncer
     /// may be in between, and the workers' connections may not be the server's.
     pub pooled: bool,
+}
+
+/// Client connections open now, counted for each limit they count against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InUse {
+    pub server: i64,
+    pub role: i64,
+    pub database: i64,
 }
 
 impl Budget {
@@ -37,9 +46,26 @@ impl Budget {
         self.limit.map_or(server, |(l, _)| l.min(server))
     }
 
-    /// Connections still free now.
+    /// Connections still free now: the least that any limit leaves, each counting only
+    /// the connections it applies to.
     pub fn free(&self) -> i64 {
-        (self.allowed() - self.in_use).max(0)
+        let server = self.max - self.reserved - self.in_use.server;
+        let limited = self.limit.map(|(l, what)| {
+            l - match what {
+                "role" => self.in_use.role,
+                _ => self.in_use.database,
+            }
+        });
+        limited.map_or(server, |l| l.min(server)).max(0)
+    }
+
+    /// The connections that the binding limit counts, held by others now.
+    pub fn held(&self) -> i64 {
+        match self.limit.filter(|(l, _)| *l < self.max - self.reserved) {
+            Some((_, "role")) => self.in_use.role,
+            Some(_) => self.in_use.database,
+            None => self.in_use.server,
+        }
     }
 
     /// `4 workers × (2 pool + 1 listener) = 12`.
@@ -88,7 +114,10 @@ pub async fn measure(cfg: &Settings, workers: u32) -> Result<Budget, StorageErro
           + COALESCE(current_setting('reserved_connections', true)::bigint, 0), \
         (SELECT rolconnlimit::bigint FROM pg_roles WHERE rolname = current_user), \
         (SELECT datconnlimit::bigint FROM pg_database WHERE datname = current_database()), \
-        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())";
+        a.server, a.role, a.database FROM (SELECT count(*) AS server, \
+          count(*) FILTER (WHERE usename = current_user) AS role, \
+          count(*) FILTER (WHERE datname = current_database()) AS database \
+          FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) a";
     let opts = pg_options(cfg, &cfg.url, "corral migrate")?;
     let timeout = Duration::from_secs(cfg.connect_timeout);
     let mut conn = tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&opts))
@@ -96,8 +125,13 @@ pub async fn measure(cfg: &Settings, workers: u32) -> Result<Budget, StorageErro
         .map_err(|_| StorageError::Unavailable(sqlx::Error::PoolTimedOut))??;
     // The simple protocol: nothing is prepared, so a pooler in between does not matter.
     let row = sqlx::raw_sql(SQL).fetch_one(&mut conn).await?;
-    let (max, reserved, role, db, in_use): (i64, i64, i64, i64, i64) =
+    let (max, reserved, role, db, server, by_role, by_db): (i64, i64, i64, i64, i64, i64, i64) =
         sqlx::FromRow::from_row(&row)?;
+    let in_use = InUse {
+        server,
+        role: by_role,
+        database: by_db,
+    };
     let pooled = super::proxied(&mut conn, &cfg.url).await.is_some();
     let _ = conn.close().await;
     let limit = [(role, "role"), (db, "database")]
@@ -128,7 +162,11 @@ mod tests {
             max,
             reserved: 3,
             limit,
-            in_use,
+            in_use: InUse {
+                server: in_use,
+                role: in_use,
+                database: in_use,
+            },
             pooled: false,
         }
     }
@@ -144,5 +182,15 @@ mod tests {
         let y = b(4, 100, Some((20, "role")), 30);
         assert_eq!((y.allowed(), y.free()), (20, 0));
         assert!(y.allowed_text().contains("role CONNECTION LIMIT 20"));
+        // Other databases' connections do not count against this database's limit.
+        let z = Budget {
+            in_use: InUse {
+                server: 40,
+                role: 40,
+                database: 1,
+            },
+            ..b(1, 100, Some((5, "database")), 0)
+        };
+        assert_eq!((z.allowed(), z.free(), z.held()), (5, 4, 1));
     }
 }

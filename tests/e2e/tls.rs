@@ -168,14 +168,32 @@ fn https_and_http2_with_real_clients() {
     );
 
     if have("h2load", test) {
-        let out = Command::new("h2load")
-            .args(["-n", "300", "-c", "4", "-m", "8", &url("/healthz")])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("300 succeeded, 0 failed"), "{text}");
-        // --max-requests applies over HTTP/2 too.
+        let h2load = |n: &str| {
+            let out = Command::new("h2load")
+                .args(["-n", n, "-c", "4", "-m", "8", &url("/healthz")])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        // Below --max-requests (150), every request succeeds.
+        let text = h2load("100");
+        assert!(text.contains("100 succeeded, 0 failed"), "{text}");
+        // --max-requests applies over HTTP/2 too: the worker is replaced (h2load, which
+        // does not reconnect after a GOAWAY, may see the streams it had not sent fail),
+        // and its successor serves HTTP/2.
+        let before = c.worker_pids();
+        h2load("100");
         c.expect_log("Reached max requests", T);
+        eventually(T, "a new worker", || {
+            let now = c.worker_pids();
+            (!now.is_empty() && now.iter().all(|p| !before.contains(p))).then_some(())
+        });
+        let (v, code, _) = curl(&root, &url("/healthz"), &[]);
+        assert_eq!(
+            (v.as_str(), code),
+            ("2", 200),
+            "the new worker serves HTTP/2"
+        );
     }
 }
 
