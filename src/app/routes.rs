@@ -48,37 +48,37 @@ pub(super) async fn route(s: Arc<State>, req: Request<RequestBody>) -> Response<
         None => None,
     };
     let token_view = TOKEN_VIEWS.iter().find(|v| v.path == path);
-    let result = match path {
-        _ if token_view.is_some() => {
-            let v = token_view.expect("matched");
-            match *req.method() {
-                Method::POST => (v.view)(s, req).await,
-                Method::OPTIONS => Ok(metadata(v.title, v.doc, v.fields)),
-                ref m => not_allowed(m, TOKEN_ALLOW),
-            }
-        }
-        "/api/token/logout-all/" => match *req.method() {
-            Method::POST => Box::pin(views::logout_all(s, req)).await,
-            Method::OPTIONS => Ok(metadata("Logout All", LOGOUT_ALL_DOC, &[])),
+    let result = if let Some(v) = token_view {
+        match *req.method() {
+            Method::POST => (v.view)(s, req).await,
+            Method::OPTIONS => Ok(metadata(v.title, v.doc, v.fields)),
             ref m => not_allowed(m, TOKEN_ALLOW),
-        },
-        "/hello/" => hello(&s, req).await,
-        "/.well-known/jwks.json" => simple_get(&req, || Reply::ok(s.tokens.jwks().clone())),
-        // Liveness: the process answers (Kubernetes calls it /livez).
-        "/healthz" | "/livez" => simple_get(&req, || Reply::ok(json!({ "status": "ok" }))),
-        "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => {
-            Box::pin(views::readyz(&s)).await
         }
-        "/readyz" => not_allowed(req.method(), GET_ALLOW),
-        _ if appends_slash(path) => {
-            let query = req
-                .uri()
-                .query()
-                .map(|q| format!("?{q}"))
-                .unwrap_or_default();
-            Ok(Reply::redirect(&format!("{path}/{query}")))
+    } else {
+        match path {
+            "/api/token/logout-all/" => match *req.method() {
+                Method::POST => Box::pin(views::logout_all(s, req)).await,
+                Method::OPTIONS => Ok(metadata("Logout All", LOGOUT_ALL_DOC, &[])),
+                ref m => not_allowed(m, TOKEN_ALLOW),
+            },
+            "/hello/" => hello(&s, req).await,
+            "/.well-known/jwks.json" => simple_get(&req, || Reply::ok(s.tokens.jwks().clone())),
+            // Liveness: the process answers (Kubernetes calls it /livez).
+            "/healthz" | "/livez" => simple_get(&req, || Reply::ok(json!({ "status": "ok" }))),
+            "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => {
+                Box::pin(views::readyz(&s)).await
+            }
+            "/readyz" => not_allowed(req.method(), GET_ALLOW),
+            _ if appends_slash(path) => {
+                let query = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                Ok(Reply::redirect(&format!("{path}/{query}")))
+            }
+            _ => Err(ApiError::NotFound),
         }
-        _ => Err(ApiError::NotFound),
     };
     let mut reply = result.unwrap_or_else(|e| e.reply(&www));
     reply.indent = indent;
@@ -203,18 +203,27 @@ const TOKEN_VIEWS: &[TokenView] = &[
     },
 ];
 
-/// The views' (DRF's, answering `Allow` and negotiating) Django URL names.
+/// The views besides the token views.
+const OTHER_VIEWS: &[(&str, &str)] = &[
+    ("/api/token/logout-all/", "token_logout_all"),
+    ("/hello/", "hello"),
+];
+
+/// Every view (DRF's, answering `Allow` and negotiating): path and Django URL name.
+fn views() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TOKEN_VIEWS
+        .iter()
+        .map(|v| (v.path, v.name))
+        .chain(OTHER_VIEWS.iter().copied())
+}
+
 fn view_name(path: &str) -> Option<&'static str> {
-    match path {
-        "/api/token/logout-all/" => Some("token_logout_all"),
-        "/hello/" => Some("hello"),
-        _ => TOKEN_VIEWS.iter().find(|v| v.path == path).map(|v| v.name),
-    }
+    views().find(|(p, _)| *p == path).map(|(_, n)| n)
 }
 
 /// A view's path without its trailing slash: Django's `APPEND_SLASH` redirects it.
 fn appends_slash(path: &str) -> bool {
-    path.len() > 1 && !path.ends_with('/') && view_name(&format!("{path}/")).is_some()
+    views().any(|(p, _)| p.strip_suffix('/') == Some(path))
 }
 
 /// The endpoint's name (Django's URL names), the bounded `route` label of the metrics.

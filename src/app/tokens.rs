@@ -10,7 +10,11 @@
 use crate::storage::on_db;
 use crate::storage::{now_secs, Db, StorageError};
 
-/// Records an issued refresh token (idempotent).
+/// Records an issued refresh or sliding token, or keeps its row at least until
+/// `expires_at` (idempotent). The row must outlive the token: a blacklisted token's
+/// blacklisting goes with its row, and a sliding token refreshed under a longer
+/// `auth.sliding_token_lifetime_secs` than it was issued under lives longer than its row
+/// said.
 pub(super) async fn outstand(
     db: &Db,
     jti: &str,
@@ -20,26 +24,9 @@ pub(super) async fn outstand(
 ) -> Result<(), StorageError> {
     const SQL: &str =
         "INSERT INTO corral_outstanding_token (user_id, jti, family, created_at, expires_at)
-        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (jti) DO NOTHING";
-    on_db!(db, p => db.query(SQL).bind(user_id).bind(jti).bind(family).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok(())
-}
-
-/// Keeps a token's row at least until `expires_at`, creating it if the token was minted
-/// elsewhere: a blacklisted token's row (and so its blacklisting) must outlive the token,
-/// and a sliding token refreshed under a longer `auth.sliding_token_lifetime_secs` than
-/// it was issued under lives longer than its row said.
-pub(super) async fn outlive(
-    db: &Db,
-    jti: &str,
-    user_id: Option<i64>,
-    expires_at: i64,
-) -> Result<(), StorageError> {
-    const SQL: &str =
-        "INSERT INTO corral_outstanding_token (user_id, jti, family, created_at, expires_at)
-        VALUES ($1, $2, $2, $3, $4) ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
         WHERE corral_outstanding_token.expires_at < excluded.expires_at";
-    on_db!(db, p => db.query(SQL).bind(user_id).bind(jti).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
+    on_db!(db, p => db.query(SQL).bind(user_id).bind(jti).bind(family).bind(now_secs()).bind(expires_at).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -60,7 +47,7 @@ pub(super) async fn blacklist(
     user_id: Option<i64>,
     expires_at: i64,
 ) -> Result<(), StorageError> {
-    outlive(db, jti, user_id, expires_at).await?;
+    outstand(db, jti, jti, user_id, expires_at).await?;
     const SQL: &str = "INSERT INTO corral_blacklisted_token (token_id, blacklisted_at)
         SELECT id, $2 FROM corral_outstanding_token WHERE jti = $1 ON CONFLICT (token_id) DO NOTHING";
     on_db!(db, p => db.query(SQL).bind(jti).bind(now_secs()).execute(p).await.map(|r| r.rows_affected()))?;

@@ -157,6 +157,22 @@ fn multipart(fields: &[(&str, &str)], file: Option<(&str, &str)>) -> (String, Ve
 /// A request: method, path, headers, body.
 type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>);
 
+/// Each case sent to corral (`ours`) and to the peer (`theirs`): the ones whose answers'
+/// [`shape`]s differ, described.
+fn differences(ours: &str, theirs: &str, cases: &[Case]) -> Vec<String> {
+    let mut differ = vec![];
+    for (method, path, headers, body) in cases {
+        let a = shape(&ask(ours, method, path, headers, body));
+        let b = shape(&ask(theirs, method, path, headers, body));
+        if a != b {
+            differ.push(format!(
+                "{method} {path} {headers:?}\n  corral: {a:?}\n  django: {b:?}"
+            ));
+        }
+    }
+    differ
+}
+
 /// Part 1 of DRF parity, request for request against the peer: multipart bodies, 406
 /// content negotiation (and `indent`), `Allow` on every view response, byte-identical
 /// `OPTIONS` metadata, Django's SecurityMiddleware headers.
@@ -257,16 +273,7 @@ fn answers_match_the_django_peer() {
             tok,
         ),
     ];
-    let mut differ = vec![];
-    for (method, path, headers, body) in &cases {
-        let ours = shape(&ask(&api.c.addr, method, path, headers, body));
-        let theirs = shape(&ask(&peer.addr(), method, path, headers, body));
-        if ours != theirs {
-            differ.push(format!(
-                "{method} {path} {headers:?}\n  corral: {ours:?}\n  django: {theirs:?}"
-            ));
-        }
-    }
+    let differ = differences(&api.c.addr, &peer.addr(), &cases);
     assert!(
         differ.is_empty(),
         "{} of {} differ:\n{}",
@@ -558,16 +565,7 @@ fn sliding_tokens_match_the_django_peer() {
             vec![],
         ),
     ];
-    let mut differ = vec![];
-    for (method, path, headers, body) in &cases {
-        let a = shape(&ask(&ours, method, path, headers, body));
-        let b = shape(&ask(&theirs, method, path, headers, body));
-        if a != b {
-            differ.push(format!(
-                "{method} {path} {headers:?}\n  corral: {a:?}\n  django: {b:?}"
-            ));
-        }
-    }
+    let mut differ = differences(&ours, &theirs, &cases);
     // A refresh token blacklisted on each server, then sent to its sliding refresh and
     // as a Bearer: simplejwt reads the blacklist before the token type.
     for addr in [&ours, &theirs] {
