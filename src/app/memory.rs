@@ -85,10 +85,6 @@ impl Cache {
             }
         }
     }
-
-    fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.blacklisted.is_empty()
-    }
 }
 
 /// Entries each map keeps at most; a full map starts again empty.
@@ -149,7 +145,8 @@ impl Memory {
         }
     }
 
-    /// Whether the memory may answer now; forgets everything when it may not.
+    /// Whether the memory may answer now (on SQLite, after forgetting what a write may
+    /// have changed).
     fn trusted(&self, cache: &mut Cache) -> bool {
         match &self.source {
             Source::Database => false,
@@ -159,13 +156,13 @@ impl Memory {
                 }
                 true
             }
-            Source::Postgres(feed) => {
-                let fresh = feed.fresh();
-                if !fresh && !cache.is_empty() {
-                    cache.forget_(Changed::Everything);
-                }
-                fresh
-            }
+            // A lapse only pauses the memory: the connection is still up, so every
+            // notification of a commit before the probe that makes the feed fresh again
+            // is handled before that probe, and what was kept is still true then. (A lost
+            // connection empties the memory, through `Event::Lost`.) Forgetting on a
+            // lapse would turn one late probe into a query per user, each waiting on
+            // whatever the database is waiting on.
+            Source::Postgres(feed) => feed.fresh(),
         }
     }
 
@@ -261,5 +258,66 @@ fn db_written(watch: &tokio::io::unix::AsyncFd<crate::sys::watch::Watcher>) -> b
             changed
         }
         std::task::Poll::Ready(Err(_)) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::monotonic_ms;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A memory on a PostgreSQL feed driven by hand, and a count of the queries it made.
+    fn on_feed() -> (Memory, Arc<Feed>) {
+        let feed = Arc::new(Feed::new());
+        let memory = Memory {
+            source: Source::Postgres(feed.clone()),
+            cache: Arc::default(),
+        };
+        (memory, feed)
+    }
+
+    fn ask(memory: &Memory, key: i64, answer: bool, queries: &AtomicUsize) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(memory.remembered(
+            |c| &mut c.blacklisted,
+            key.to_string(),
+            "test_total",
+            || async {
+                queries.fetch_add(1, Ordering::Relaxed);
+                Ok(answer)
+            },
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_late_probe_pauses_the_memory_and_a_lost_connection_empties_it() {
+        let (memory, feed) = on_feed();
+        let queries = AtomicUsize::new(0);
+        // Not fresh yet: every answer is queried, none kept.
+        assert!(!ask(&memory, 1, false, &queries));
+        assert!(ask(&memory, 1, true, &queries));
+        assert_eq!(queries.load(Ordering::Relaxed), 2);
+        feed.heard_probe(monotonic_ms());
+        assert!(ask(&memory, 1, true, &queries));
+        assert!(ask(&memory, 1, false, &queries), "answered from memory");
+        assert_eq!(queries.load(Ordering::Relaxed), 3);
+        // A late probe: queried meanwhile (and not kept), remembered again after.
+        feed.distrust();
+        assert!(!ask(&memory, 1, false, &queries));
+        assert_eq!(queries.load(Ordering::Relaxed), 4);
+        feed.heard_probe(monotonic_ms());
+        assert!(ask(&memory, 1, false, &queries), "kept through the lapse");
+        assert_eq!(queries.load(Ordering::Relaxed), 4);
+        // A notification drops its key; a lost connection drops everything.
+        memory.forget(Changed::Token("1"));
+        assert!(!ask(&memory, 1, false, &queries));
+        assert!(ask(&memory, 2, true, &queries));
+        memory.forget(Changed::Everything);
+        assert!(!ask(&memory, 2, false, &queries));
+        assert_eq!(queries.load(Ordering::Relaxed), 7);
     }
 }

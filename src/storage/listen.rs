@@ -52,6 +52,28 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// A feed not yet fresh.
+    pub(crate) fn new() -> Feed {
+        let (stop, _) = tokio::sync::watch::channel(false);
+        Feed {
+            fresh_until: AtomicU64::new(0),
+            stop,
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A probe sent at `sent` (`CLOCK_MONOTONIC` ms) came back: fresh until [`TRUST_FOR`]
+    /// after it.
+    pub(crate) fn heard_probe(&self, sent: u64) {
+        self.fresh_until
+            .fetch_max(sent + TRUST_FOR.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// Not fresh until the next probe comes back.
+    pub(crate) fn distrust(&self) {
+        self.fresh_until.store(0, Ordering::Release);
+    }
+
     /// True while every notification committed more than [`TRUST_FOR`] ago (and, in
     /// practice, within milliseconds of now) has been delivered.
     pub fn fresh(&self) -> bool {
@@ -61,7 +83,7 @@ impl Feed {
     /// Stops listening and closes the listening connection cleanly (the server sees a
     /// Terminate, not a reset), once the task has let go of it.
     pub async fn close(&self) {
-        self.fresh_until.store(0, Ordering::Release);
+        self.distrust();
         if self.stop.send(true).is_ok() {
             self.ended.notified().await;
         }
@@ -88,12 +110,7 @@ pub fn listen(
             .idle_timeout(None)
             .connect_lazy_with(options.clone())
     };
-    let (stop, _) = tokio::sync::watch::channel(false);
-    let feed = Arc::new(Feed {
-        fresh_until: AtomicU64::new(0),
-        stop,
-        ended: tokio::sync::Notify::new(),
-    });
+    let feed = Arc::new(Feed::new());
     let listen = Listen {
         channels,
         probe: format!("corral_probe_{}", uuid::Uuid::new_v4().simple()),
@@ -138,7 +155,7 @@ async fn receive(
     let mut failing = false;
     loop {
         // Trust ends before anything is forgotten, so no answer is cached in between.
-        feed.fresh_until.store(0, Ordering::Release);
+        feed.distrust();
         on_event(Event::Lost);
         if *stop.borrow() {
             break;
@@ -177,7 +194,7 @@ async fn receive(
             End::Stopped => {
                 // The listener is dropped: its connection is back in its pool of one,
                 // which closes it with a Terminate.
-                feed.fresh_until.store(0, Ordering::Release);
+                feed.distrust();
                 pool.close().await;
                 break;
             }
@@ -242,8 +259,7 @@ async fn serve(
         if n.channel() == l.probe {
             if let Ok(sent) = n.payload().parse::<u64>() {
                 heard = tokio::time::Instant::now();
-                feed.fresh_until
-                    .fetch_max(sent + TRUST_FOR.as_millis() as u64, Ordering::AcqRel);
+                feed.heard_probe(sent);
             }
         } else {
             on_event(Event::Notified {

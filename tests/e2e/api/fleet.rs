@@ -106,9 +106,11 @@ fn the_user_check_is_answered_from_memory_on_postgres() {
     let auth = bearer(&access);
     accepted_everywhere(&a.c, &auth);
     let lock = a.db.hold("LOCK TABLE corral_user IN ACCESS EXCLUSIVE MODE");
-    // Each on a new connection with a 2 s limit. The cache lapses, by design, when the
-    // worker could not hear its probe for most of a second (a machine starved of CPU):
-    // a few slow answers are allowed, none at all would mean no cache.
+    // Each on a new connection with a 2 s limit. The cache pauses, by design, while the
+    // worker has not heard its probe for most of a second (a machine starved of CPU), and
+    // a request then waits on the lock: a few slow answers are allowed, none at all would
+    // mean no cache. (A pause must not empty the cache, or every later request would
+    // wait.)
     let quick = answered_at_once(&a.c.addr, &auth);
     assert!(
         quick >= 7,
