@@ -10,7 +10,7 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn boots_the_requested_number_of_workers() {
     let c = Corral::plain(3).start();
-    assert!(c.log().contains("Generation 1 ready (3 workers)"));
+    c.expect_log("Generation 1 ready (3 workers)", T);
     assert_eq!(c.wait_workers(3, &[], T).len(), 3);
     let r = c.get("/healthz");
     assert_eq!(r.status, 200);
@@ -107,7 +107,7 @@ fn hup_under_load_fails_no_request() {
     assert!(ok > 100, "only {ok} requests were sent");
     assert!(after.iter().all(|p| !before.contains(p)));
     assert!(alive(c.pid));
-    assert!(c.log().contains("Handling signal: hup"));
+    c.expect_log("Handling signal: hup", T);
 }
 
 /// A reload with a broken configuration file keeps the old workers serving and says why.
@@ -249,7 +249,7 @@ fn max_requests_recycles_workers_without_failures() {
     }
     assert!(seen.len() >= 3, "workers seen: {seen:?}");
     assert!(!c.worker_pids().contains(&first));
-    assert!(c.log().contains("Reached max requests"));
+    c.expect_log("Reached max requests", T);
 }
 
 /// Workers that keep dying are respawned with a growing, logged delay.

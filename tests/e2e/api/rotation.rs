@@ -50,7 +50,7 @@ fn replaying_a_spent_refresh_token_revokes_its_family() {
             token_not_valid("Token is blacklisted"),
             REALM,
         );
-        assert!(a.c.log().contains("token family is revoked"));
+        a.c.expect_log("token family is revoked", T);
         // A new login starts a new family.
         let (_, fresh) = a.login();
         assert_eq!(

@@ -8,6 +8,7 @@
 //!   directories.
 //! - [`pg`]: PostgreSQL servers a test owns: a private cluster to stop and start, and
 //!   PgBouncer in transaction mode.
+//! - [`metrics`]: scraping the master's Prometheus metrics.
 //! - [`fs`]: faults of the filesystem: a small tmpfs that can fill up, running corral as
 //!   an unprivileged user so that file permissions apply.
 
@@ -16,6 +17,7 @@
 mod client;
 mod db;
 mod fs;
+mod metrics;
 mod nginx;
 mod pg;
 mod process;
@@ -24,6 +26,7 @@ mod tls;
 pub use client::*;
 pub use db::*;
 pub use fs::*;
+pub use metrics::*;
 pub use nginx::*;
 pub use pg::*;
 pub use process::*;
