@@ -116,13 +116,19 @@ pub(crate) enum Pool {
 /// How long after a failed query the database counts as not able to do its job.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(5);
 
-/// Failures seen by this process's queries.
+/// Failures seen by this process's queries, in `CLOCK_MONOTONIC` ms (0: none yet).
+///
+/// Queries are ordered by when they started, not by when they ended: one that started
+/// while the database was away may fail after another, started later, succeeded, and
+/// must not make a database that is back look away again.
 #[derive(Debug, Default)]
 struct Health {
-    /// `CLOCK_MONOTONIC` ms of the last query that failed because the database could not
-    /// do its job (unreachable, disk full, read-only, its file gone); 0 for none since
-    /// the last success.
-    last_failure_ms: AtomicU64,
+    /// When the latest-started query that failed because the database could not do its
+    /// job (unreachable, disk full, read-only, its file gone) started, and when it failed.
+    failure_started_ms: AtomicU64,
+    failed_ms: AtomicU64,
+    /// When the latest-started query that succeeded started.
+    success_started_ms: AtomicU64,
 }
 
 impl Db {
@@ -233,19 +239,22 @@ impl Db {
         sqlx::query_scalar(sql).persistent(self.prepares)
     }
 
-    /// Notes a query's outcome: a failure that means the database cannot do its job
-    /// (see [`is_unavailable`]; lock contention excluded) makes [`Db::healthy`] false
-    /// for a few seconds, or until a query succeeds again.
-    pub(crate) fn observe<T>(&self, r: &Result<T, sqlx::Error>) {
+    /// Notes the outcome of a query that started at `started` (`CLOCK_MONOTONIC` ms): a
+    /// failure that means the database cannot do its job (see [`is_unavailable`]; lock
+    /// contention excluded) makes [`Db::healthy`] false for a few seconds, or until a
+    /// query started after it succeeds.
+    pub(crate) fn observe<T>(&self, r: &Result<T, sqlx::Error>, started: u64) {
         if matches!(r, Err(e) if !matches!(e, sqlx::Error::RowNotFound)) {
             crate::metrics::inc("db_client_errors_total", &[]);
         }
-        let failed = &self.health.last_failure_ms;
+        let h = &self.health;
         match r {
             Err(e) if is_unavailable(e) && !is_contention(e) => {
-                failed.store(crate::sys::monotonic_ms().max(1), Relaxed)
+                h.failure_started_ms.fetch_max(started.max(1), Relaxed);
+                h.failed_ms
+                    .store(crate::sys::monotonic_ms().max(1), Relaxed);
             }
-            Ok(_) if failed.load(Relaxed) != 0 => failed.store(0, Relaxed),
+            Ok(_) => drop(h.success_started_ms.fetch_max(started, Relaxed)),
             _ => {}
         }
     }
@@ -254,9 +263,10 @@ impl Db {
     /// query, no query failed for lack of it in the last few seconds, and (SQLite) its
     /// file is the one this process opened, writable, on a disk with room left.
     pub async fn healthy(&self) -> Result<(), StorageError> {
-        let last = self.health.last_failure_ms.load(Relaxed);
-        if last != 0
-            && crate::sys::monotonic_ms().saturating_sub(last) < UNHEALTHY_FOR.as_millis() as u64
+        let h = &self.health;
+        let failed = h.failed_ms.load(Relaxed);
+        if h.failure_started_ms.load(Relaxed) > h.success_started_ms.load(Relaxed)
+            && crate::sys::monotonic_ms().saturating_sub(failed) < UNHEALTHY_FOR.as_millis() as u64
         {
             return Err(StorageError::Unhealthy(format!(
                 "a query failed for lack of the database less than {} s ago",
@@ -328,6 +338,7 @@ pub(crate) async fn proxied(conn: &mut sqlx::PgConnection, url: &DbUrl) -> Optio
 macro_rules! on_db {
     ($db:expr, $p:ident => $body:expr) => {{
         let db: &$crate::storage::Db = $db;
+        let started = $crate::sys::monotonic_ms();
         let r = match db.pool() {
             // Unnamed statements take two round trips (parse, then bind and execute); in
             // a transaction, a transaction-mode pooler keeps both on one server connection.
@@ -348,7 +359,7 @@ macro_rules! on_db {
             $crate::storage::Pool::Postgres($p) => $body,
             $crate::storage::Pool::Sqlite($p) => $body,
         };
-        db.observe(&r);
+        db.observe(&r, started);
         r
     }};
 }
