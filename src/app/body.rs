@@ -4,6 +4,7 @@
 use super::errors::{
     ApiError, FIELD_BLANK, FIELD_NOT_STRING, FIELD_NULL, FIELD_NULL_CHARACTERS, FIELD_REQUIRED,
 };
+use super::pyjson;
 use crate::http::RequestBody;
 use http_body_util::BodyExt;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -17,8 +18,8 @@ pub(super) enum Data {
     NotObject(&'static str),
 }
 
-/// Parses a JSON or form-encoded body. No body (or no content type) is an empty object,
-/// as in DRF; an unsupported type with a body is 415; bad JSON is 400.
+/// Parses a JSON, form-encoded or multipart body. No body is an empty object, as in DRF;
+/// a body of an unsupported type, or of none, is 415; bad JSON is 400 in Python's words.
 pub(super) async fn read(req: Request<RequestBody>) -> Result<Data, ApiError> {
     let content_type = req
         .headers()
@@ -31,12 +32,12 @@ pub(super) async fn read(req: Request<RequestBody>) -> Result<Data, ApiError> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let Some(content_type) = content_type else {
-        return Ok(Data::Object(Map::new()));
-    };
     if declared == 0 && !chunked {
         return Ok(Data::Object(Map::new()));
     }
+    let Some(content_type) = content_type else {
+        return Err(ApiError::UnsupportedMediaType(String::new()));
+    };
     let media = content_type
         .split(';')
         .next()
@@ -79,10 +80,17 @@ pub(super) async fn read(req: Request<RequestBody>) -> Result<Data, ApiError> {
         }
         return Ok(Data::Object(m));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    let charset = content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("charset").then_some(v)
+    });
+    let text = pyjson::decode(&bytes, charset).map_err(ApiError::JsonParse)?;
+    match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(Data::Object(m)),
         Ok(other) => Ok(Data::NotObject(python_type(&other))),
-        Err(e) => Err(ApiError::JsonParse(python_json_error(&e, &bytes))),
+        Err(e) => Err(ApiError::JsonParse(
+            pyjson::error(&text).unwrap_or_else(|| e.to_string()),
+        )),
     }
 }
 
@@ -164,36 +172,6 @@ fn multipart_fields(body: &[u8], boundary: &str) -> Map<String, Value> {
         }
         at = next;
     }
-}
-
-/// serde_json's error in the words and positions of Python's `json` module, which DRF
-/// quotes (`Expecting value: line 1 column 1 (char 0)`), for the common cases.
-fn python_json_error(e: &serde_json::Error, input: &[u8]) -> String {
-    let text = e.to_string();
-    let what = text.split(" at line ").next().unwrap_or(&text);
-    let python = match what {
-        "key must be a string" => "Expecting property name enclosed in double quotes",
-        "trailing characters" => "Extra data",
-        w if w.starts_with("expected value")
-            || w.starts_with("EOF while parsing")
-            || w == "trailing comma" =>
-        {
-            "Expecting value"
-        }
-        w if w.starts_with("expected `,` or `}`") => "Expecting ',' delimiter",
-        w if w.starts_with("expected `:`") => "Expecting ':' delimiter",
-        _ => return text,
-    };
-    let (line, column) = (e.line(), e.column().max(1));
-    let before: usize = String::from_utf8_lossy(input)
-        .split('\n')
-        .take(line.saturating_sub(1))
-        .map(|l| l.chars().count() + 1)
-        .sum();
-    format!(
-        "{python}: line {line} column {column} (char {})",
-        before + column - 1
-    )
 }
 
 fn python_type(v: &Value) -> &'static str {

@@ -15,6 +15,8 @@ pub(super) const FIELD_NULL: &str = "This field may not be null.";
 pub(super) const FIELD_BLANK: &str = "This field may not be blank.";
 pub(super) const FIELD_NOT_STRING: &str = "Not a valid string.";
 pub(super) const FIELD_NULL_CHARACTERS: &str = "Null characters are not allowed.";
+/// Django's own 404 page (`DEBUG = False`), for a path no view serves.
+const DJANGO_NOT_FOUND: &str = "\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n";
 
 /// simplejwt's message for a token error.
 fn token_message(e: TokenError) -> &'static str {
@@ -152,7 +154,7 @@ impl ApiError {
             ServerError => {
                 Reply::detail(StatusCode::INTERNAL_SERVER_ERROR, crate::http::SERVER_ERROR)
             }
-            NotFound => Reply::detail(StatusCode::NOT_FOUND, "Not found."),
+            NotFound => Reply::html(StatusCode::NOT_FOUND, DJANGO_NOT_FOUND),
             MethodNotAllowed { method, allow } => Reply::detail(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!("Method \"{method}\" not allowed."),
@@ -185,6 +187,11 @@ impl ApiError {
             JsonParse(why) => Reply::detail(
                 StatusCode::BAD_REQUEST,
                 &format!("JSON parse error - {why}"),
+            ),
+            // DRF's serializer: `null` is "no data", anything else not an object is named.
+            NotAnObject("NoneType") => Reply::new(
+                StatusCode::BAD_REQUEST,
+                json!({ "non_field_errors": ["No data provided"] }),
             ),
             NotAnObject(t) => Reply::new(
                 StatusCode::BAD_REQUEST,

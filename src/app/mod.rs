@@ -30,6 +30,7 @@ mod body;
 mod cli;
 mod errors;
 mod memory;
+mod pyjson;
 mod reply;
 mod routes;
 mod secret;

@@ -31,6 +31,8 @@ pub(super) struct Reply {
     pub(super) body: Value,
     /// Pre-serialised bytes, when the body never changes (`/hello/`).
     fixed: Option<&'static str>,
+    /// `fixed` is not JSON (Django's own pages): never re-indented.
+    html: bool,
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
     /// `Accept: application/json; indent=N`: DRF renders with N spaces (at most 8).
     pub(super) indent: Option<usize>,
@@ -42,6 +44,7 @@ impl Reply {
             status,
             body,
             fixed: None,
+            html: false,
             headers: vec![],
             indent: None,
         }
@@ -57,6 +60,7 @@ impl Reply {
             status: StatusCode::OK,
             body: Value::Null,
             fixed: Some(json),
+            html: false,
             headers: vec![],
             indent: None,
         }
@@ -65,12 +69,17 @@ impl Reply {
     /// Django's `HttpResponsePermanentRedirect`, as `APPEND_SLASH` sends it: 301, an
     /// empty HTML body.
     pub(super) fn redirect(location: &str) -> Reply {
+        Reply::html(StatusCode::MOVED_PERMANENTLY, "").header(hyper::header::LOCATION, location)
+    }
+
+    /// A page of Django's own (HTML, `text/html; charset=utf-8`).
+    pub(super) fn html(status: StatusCode, page: &'static str) -> Reply {
         Reply {
-            status: StatusCode::MOVED_PERMANENTLY,
-            ..Reply::fixed("")
+            status,
+            html: true,
+            ..Reply::fixed(page)
         }
         .header(CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(hyper::header::LOCATION, location)
     }
 
     /// `{"detail": …}`
@@ -94,6 +103,7 @@ impl Reply {
     /// would have had (RFC 9110 §9.3.2).
     pub(super) fn into_response(self, head_only: bool) -> Response<Full<Bytes>> {
         let bytes = match (self.fixed, self.indent) {
+            (Some(s), _) if self.html => Bytes::from_static(s.as_bytes()),
             (Some(s), None) => Bytes::from_static(s.as_bytes()),
             (Some(s), Some(n)) => pretty(&serde_json::from_str(s).unwrap_or(Value::Null), n),
             (None, Some(n)) => pretty(&self.body, n),

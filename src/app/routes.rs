@@ -116,7 +116,8 @@ fn negotiate(req: &Request<RequestBody>) -> Result<Option<usize>, ()> {
                     // DRF treats indent=0 as no indent.
                     return Ok(indent.filter(|n| *n > 0).map(|n| n.min(8)));
                 }
-                "application/*" | "*/*" | "" => acceptable = true,
+                // An empty range (`Accept:` with nothing) matches nothing, as in DRF.
+                "application/*" | "*/*" => acceptable = true,
                 _ => {}
             }
         }
