@@ -57,7 +57,7 @@ pub(super) fn error(text: &str) -> Option<String> {
         return Some(at(&s, "Unexpected UTF-8 BOM (decode using utf-8-sig)", 0));
     }
     let p = Scanner { s: &s };
-    let result = p.value(p.ws(0)).and_then(|end| {
+    let result = p.value(p.ws(0), 0).and_then(|end| {
         let end = p.ws(end);
         if end == s.len() {
             Ok(end)
@@ -71,6 +71,7 @@ pub(super) fn error(text: &str) -> Option<String> {
         Err(Fail::Constant(c)) => Some(format!(
             "Out of range float values are not JSON compliant: '{c}'"
         )),
+        Err(Fail::TooDeep) => None,
     }
 }
 
@@ -89,7 +90,14 @@ enum Fail {
     At(&'static str, usize),
     /// DRF's `strict_constant`: `NaN`, `Infinity`, `-Infinity`.
     Constant(&'static str),
+    /// Nested deeper than [`MAX_DEPTH`]: not followed (Python itself would raise a
+    /// `RecursionError`, a 500 under DRF).
+    TooDeep,
 }
+
+/// How deep the scanner follows arrays and objects: serde_json's own limit, so a body of
+/// a million `[` costs no stack.
+const MAX_DEPTH: usize = 128;
 
 struct Scanner<'a> {
     s: &'a [char],
@@ -113,12 +121,16 @@ impl Scanner<'_> {
             .all(|(k, c)| self.get(i + k) == Some(c))
     }
 
-    /// `scan_once`: one value at `i`; the index after it.
-    fn value(&self, i: usize) -> Result<usize, Fail> {
+    /// `scan_once`: one value at `i`, inside `depth` arrays and objects; the index after
+    /// it.
+    fn value(&self, i: usize, depth: usize) -> Result<usize, Fail> {
+        if depth > MAX_DEPTH {
+            return Err(Fail::TooDeep);
+        }
         match self.get(i) {
             Some('"') => self.string(i + 1),
-            Some('{') => self.object(i + 1),
-            Some('[') => self.array(i + 1),
+            Some('{') => self.object(i + 1, depth + 1),
+            Some('[') => self.array(i + 1, depth + 1),
             Some('n') if self.starts(i, "null") => Ok(i + 4),
             Some('t') if self.starts(i, "true") => Ok(i + 4),
             Some('f') if self.starts(i, "false") => Ok(i + 5),
@@ -194,7 +206,7 @@ impl Scanner<'_> {
     }
 
     /// `JSONObject` from just after `{`.
-    fn object(&self, i: usize) -> Result<usize, Fail> {
+    fn object(&self, i: usize, depth: usize) -> Result<usize, Fail> {
         const NAME: &str = "Expecting property name enclosed in double quotes";
         let mut end = self.ws(i);
         match self.get(end) {
@@ -207,7 +219,7 @@ impl Scanner<'_> {
             if self.get(end) != Some(':') {
                 return Err(Fail::At("Expecting ':' delimiter", end));
             }
-            end = self.ws(self.value(self.ws(end + 1))?);
+            end = self.ws(self.value(self.ws(end + 1), depth)?);
             match self.get(end) {
                 Some('}') => return Ok(end + 1),
                 Some(',') => {}
@@ -221,13 +233,13 @@ impl Scanner<'_> {
     }
 
     /// `JSONArray` from just after `[`.
-    fn array(&self, i: usize) -> Result<usize, Fail> {
+    fn array(&self, i: usize, depth: usize) -> Result<usize, Fail> {
         let mut end = self.ws(i);
         if self.get(end) == Some(']') {
             return Ok(end + 1);
         }
         loop {
-            end = self.ws(self.value(end)?);
+            end = self.ws(self.value(end, depth)?);
             match self.get(end) {
                 Some(']') => return Ok(end + 1),
                 Some(',') => end = self.ws(end + 1),
@@ -358,6 +370,8 @@ mod tests {
         ] {
             assert_eq!(error(input).as_deref(), Some(python), "{input:?}");
         }
+        // Deep nesting is not followed (serde_json's message stands).
+        assert_eq!(error(&"[".repeat(1_000_000)), None);
         for fine in [
             "{}",
             " [1, 2.5e-3, -0, \"\\u00e9\\n\", null, true, false] ",

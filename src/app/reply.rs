@@ -103,6 +103,7 @@ impl Reply {
     /// would have had (RFC 9110 §9.3.2).
     pub(super) fn into_response(self, head_only: bool) -> Response<Full<Bytes>> {
         let bytes = match (self.fixed, self.indent) {
+            // Django's own pages are not JSON: never re-indented.
             (Some(s), _) if self.html => Bytes::from_static(s.as_bytes()),
             (Some(s), None) => Bytes::from_static(s.as_bytes()),
             (Some(s), Some(n)) => pretty(&serde_json::from_str(s).unwrap_or(Value::Null), n),

@@ -276,3 +276,43 @@ fn head_on_hello_is_200() {
         assert_eq!(head.status, 200);
     }
 }
+
+/// Bodies as DRF's parsers read them, checked against the peer's answers: a body without
+/// `Content-Type` is 415, `null` is "No data provided", Python's words for NaN and for
+/// invalid UTF-8, the request's charset honoured, an empty `Accept` is 406; and a body
+/// nested a hundred thousand deep is a 400 that leaves the worker serving.
+#[test]
+fn bodies_are_read_as_drfs_parsers_read_them() {
+    let a = Api::start(TestDb::sqlite(), &[], &[]);
+    let addr = a.c.addr.clone();
+    let login =
+        |ct: &[(&str, &str)], body: &[u8]| http(&addr, "POST", "/api/token/", ct, body).text();
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(
+        login(&[], b"{}"),
+        r#"{"detail":"Unsupported media type \"\" in request."}"#
+    );
+    assert_eq!(
+        login(&json, b"null"),
+        r#"{"non_field_errors":["No data provided"]}"#
+    );
+    assert_eq!(
+        login(&json, br#"{"username": NaN}"#),
+        r#"{"detail":"JSON parse error - Out of range float values are not JSON compliant: 'NaN'"}"#
+    );
+    assert_eq!(
+        login(&json, b"{\"username\": \"\xff\"}"),
+        r#"{"detail":"JSON parse error - 'utf-8' codec can't decode byte 0xff in position 14: invalid start byte"}"#
+    );
+    let latin = [("Content-Type", "application/json; charset=latin-1")];
+    assert_eq!(
+        login(&latin, b"{\"username\": \"al\xefce\", \"password\": \"x\"}"),
+        r#"{"detail":"No active account found with the given credentials"}"#
+    );
+    let r = http(&addr, "GET", "/hello/", &[("Accept", "")], b"");
+    assert_eq!(r.status, 406, "{}", r.text());
+    let deep = "[".repeat(100_000);
+    let r = http(&addr, "POST", "/api/token/", &json, deep.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(http(&addr, "GET", "/healthz", &[], b"").status, 200);
+}
